@@ -1,0 +1,3 @@
+from kzgate.cli import main
+
+raise SystemExit(main())

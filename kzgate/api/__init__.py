@@ -1,0 +1,1 @@
+"""The HTTPS intake: aiohttp routes, TLS, limits and the one error mapping."""

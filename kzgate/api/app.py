@@ -1,0 +1,169 @@
+"""Routes of the intake API; every refusal is mapped to the protocol's JSON in one place."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from kzgate.api.ratelimit import RateLimiter
+from kzgate.errors import (
+    InvalidTask,
+    RateLimited,
+    TaskError,
+    TooLarge,
+    UnsupportedMediaType,
+)
+from kzgate.names import NameError_, normalize_domain, normalize_ip
+from kzgate.pipeline import Pipeline
+
+log = logging.getLogger("kzgate.api")
+
+PIPELINE = web.AppKey("pipeline", Pipeline)
+LIMITER = web.AppKey("limiter", RateLimiter)
+MAX_BODY = web.AppKey("max_body", int)
+READY = web.AppKey("ready", list)  # [bool]: set once start-up is complete
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: TaskError) -> web.Response:
+    return web.json_response({"error": exc.code, "detail": exc.detail}, status=exc.status)
+
+
+@web.middleware
+async def map_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except TaskError as exc:
+        return error_response(exc)
+
+
+def client_key(request: web.Request) -> str:
+    """Who is asking: the client certificate's fingerprint, else the peer address."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if isinstance(ssl_object, ssl.SSLObject):
+        der = ssl_object.getpeercert(binary_form=True)
+        if der:
+            return "cert:" + hashlib.sha256(der).hexdigest()
+    return "addr:" + str(request.remote)
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing as soon as it is known to exceed ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"body of {request.content_length} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def post_task(request: web.Request) -> web.Response:
+    if request.content_type != "application/jose":
+        raise UnsupportedMediaType(
+            f"Content-Type is {request.content_type!r}; expected 'application/jose'"
+        )
+    if not request.app[LIMITER].allow(client_key(request), time.monotonic()):
+        raise RateLimited("per-client request rate exceeded; retry later")
+    body = await read_limited(request, request.app[MAX_BODY])
+    answer = await request.app[PIPELINE].submit(body)
+    return web.json_response(answer.body, status=answer.status)
+
+
+async def get_task(request: web.Request) -> web.Response:
+    answer = await request.app[PIPELINE].receipt(
+        request.match_info["iss"], request.match_info["id"]
+    )
+    return web.json_response(answer.body, status=200)
+
+
+async def get_instructions(request: web.Request) -> web.Response:
+    status: str | None = request.query.get("status", "active")
+    if status == "all":
+        status = None
+    elif status not in ("active", "resumed", "pending", "cancelled"):
+        raise InvalidTask("status: one of active, resumed, pending, cancelled, all")
+    limit = _int_param(request, "limit", 100, 1, 10_000)
+    offset = _int_param(request, "offset", 0, 0, 10**12)
+    pipeline = request.app[PIPELINE]
+    rows = await pipeline.in_register(
+        pipeline.register.instructions, status=status, limit=limit, offset=offset
+    )
+    return web.json_response({"instructions": rows, "limit": limit, "offset": offset})
+
+
+async def get_lookup(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    state = pipeline.register.state
+    name, ip = request.query.get("name"), request.query.get("ip")
+    if (name is None) == (ip is None):
+        raise InvalidTask("give exactly one of the query parameters 'name' or 'ip'")
+    try:
+        if name is not None:
+            query = normalize_domain(name)
+            hits = await pipeline.in_register(state.covering_domain, query)
+            covering = [{"target": d, **_ref(r)} for d, r in hits]
+            kind = "name"
+        else:
+            query = normalize_ip(str(ip))
+            nets = await pipeline.in_register(state.covering_ip, query)
+            covering = [{"target": str(n), **_ref(r)} for n, r in nets]
+            kind = "ip"
+    except NameError_ as exc:
+        raise InvalidTask(f"{'name' if name is not None else 'ip'}: {exc}") from None
+    verdict = "blocked" if covering else "allowed"
+    return web.json_response({kind: query, "verdict": verdict, "instructions": covering})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    ready = bool(request.app[READY][0])
+    body = {"ready": ready, "dirty_enforcers": sorted(pipeline.dirty)}
+    return web.json_response(body, status=200 if ready and pipeline.healthy else 503)
+
+
+def _ref(ref: Any) -> dict[str, str]:
+    return {"iss": ref.iss, "number": ref.number, "date": ref.date}
+
+
+def _int_param(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidTask(f"{key}: not an integer") from None
+    if not low <= value <= high:
+        raise InvalidTask(f"{key}: must be between {low} and {high}")
+    return value
+
+
+def make_app(pipeline: Pipeline, *, max_body_bytes: int, limiter: RateLimiter) -> web.Application:
+    # aiohttp's own body cap sits just above ours so that read_limited decides.
+    app = web.Application(middlewares=[map_errors], client_max_size=max_body_bytes + 1)
+    app[PIPELINE] = pipeline
+    app[LIMITER] = limiter
+    app[MAX_BODY] = max_body_bytes
+    app[READY] = [False]
+    app.router.add_post("/v1/tasks", post_task)
+    app.router.add_get("/v1/tasks/{iss}/{id}", get_task)
+    app.router.add_get("/v1/instructions", get_instructions)
+    app.router.add_get("/v1/lookup", get_lookup)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,173 @@
+"""The daemon's lifecycle, wired in one place.
+
+Order matters, and each step says why it sits where it does:
+config → register (the truth; nothing starts if it cannot be read) → keys →
+enforcers reconciled to the register (so nothing is served from a stale policy)
+→ listeners bound → READY to systemd → serve until a signal → drain → close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kzgate.api.app import READY, make_app
+from kzgate.api.ratelimit import RateLimiter
+from kzgate.api.tls import server_context
+from kzgate.config import Config, HostPort
+from kzgate.enforce.base import Enforcer
+from kzgate.enforce.dnsindex import DnsIndexEnforcer
+from kzgate.enforce.dryrun import DryRunEnforcer
+from kzgate.keys import load_private_key, load_public_key
+from kzgate.metrics import Metrics
+from kzgate.pipeline import Pipeline
+from kzgate.policy import PolicyIndex
+from kzgate.protocol.trust import IssuerKey, TrustStore
+from kzgate.register.store import Register
+from kzgate.sdnotify import notify
+
+log = logging.getLogger("kzgate.daemon")
+
+
+class StartupError(Exception):
+    """A start-up failure with one clear line for the operator."""
+
+
+def build_trust(cfg: Config) -> TrustStore:
+    return TrustStore(
+        IssuerKey(
+            kid=key.kid,
+            issuer=issuer.id,
+            public_key=load_public_key(key.public_key),
+            not_before=key.not_before,
+            not_after=key.not_after,
+            revoked=key.revoked,
+        )
+        for issuer in cfg.issuers
+        for key in issuer.keys
+    )
+
+
+@dataclass
+class Daemon:
+    cfg: Config
+    metrics: Metrics = field(default_factory=Metrics)
+    index: PolicyIndex = field(default_factory=PolicyIndex)
+    pipeline: Pipeline | None = None
+    runners: list[web.AppRunner] = field(default_factory=list)
+    bound: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        # The register first: if the order book cannot be read, nothing else may start.
+        register = Register.open(cfg.register.path)
+        try:
+            trust = build_trust(cfg)
+            receipt_key = load_private_key(cfg.operator.receipt_key)
+        except Exception:
+            register.close()
+            raise
+        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index)]
+        if not cfg.nftables.enabled:
+            enforcers.append(DryRunEnforcer())
+        self.pipeline = Pipeline(
+            register=register,
+            enforcers=enforcers,
+            trust=trust,
+            operator_id=cfg.operator.id,
+            receipt_key=receipt_key,
+            metrics=self.metrics,
+        )
+        # Reconcile before binding: a query or a lookup must never see an empty policy.
+        await self.pipeline.start()
+        api = make_app(
+            self.pipeline,
+            max_body_bytes=cfg.api.max_body_bytes,
+            limiter=RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst),
+        )
+        tls = server_context(cfg.api.tls_cert, cfg.api.tls_key, cfg.api.client_ca)
+        self.bound["api"] = await self._serve(api, cfg.api.listen, tls)
+        if cfg.metrics.enabled:
+            self.bound["metrics"] = await self._serve(self._metrics_app(), cfg.metrics.listen)
+        api[READY][0] = True
+        notify("READY=1\nSTATUS=serving")
+        log.info(
+            "kzgate ready: %s", ", ".join(f"{k} on {h}:{p}" for k, (h, p) in self.bound.items())
+        )
+
+    async def _serve(
+        self, app: web.Application, where: HostPort, tls: object | None = None
+    ) -> tuple[str, int]:
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=self.cfg.api.drain_seconds
+        )
+        await runner.setup()
+        self.runners.append(runner)
+        site = web.TCPSite(
+            runner,
+            where.host,
+            where.port,
+            ssl_context=tls,  # type: ignore[arg-type]
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        server = site._server  # aiohttp exposes the bound socket only here
+        sockets = getattr(server, "sockets", None) or []
+        host, port = sockets[0].getsockname()[:2] if sockets else (where.host, where.port)
+        return str(host), int(port)
+
+    def _metrics_app(self) -> web.Application:
+        registry = self.metrics.registry
+        pipeline = self.pipeline
+
+        async def scrape(request: web.Request) -> web.Response:
+            if pipeline is not None:
+                await pipeline.refresh_stored_state()
+            body = generate_latest(registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/metrics", scrape)
+        return app
+
+    async def stop(self) -> None:
+        notify("STOPPING=1")
+        # Listeners close first and in-flight requests finish (bounded by
+        # drain_seconds); only then is the register closed under them.
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        self.runners.clear()
+        if self.pipeline is not None:
+            await self.pipeline.close()
+
+
+async def serve(cfg: Config) -> None:
+    """Run until SIGTERM or SIGINT; a second signal exits at once."""
+    daemon = Daemon(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting at once", signame)
+            # Every acknowledged task is already committed, so skipping the
+            # drain loses nothing the register cannot rebuild.
+            os._exit(1)
+        log.info("%s: draining", signame)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        await daemon.stop()

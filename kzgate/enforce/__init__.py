@@ -1,0 +1,1 @@
+"""Enforcement backends: each applies diffs of the effective state."""

@@ -1,0 +1,91 @@
+"""Every metric kzgate exports, defined once, with bounded labels only.
+
+Gauges that describe stored state are not set by the code paths that change
+it: a collector reads them at scrape time from a snapshot callable, so they can
+never drift from the register.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from kzgate import __version__
+
+APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What the register holds, as the scrape-time collector reports it."""
+
+    instructions_active: int
+    targets_active: Mapping[str, int]  # kind -> count
+    seq_gaps: Mapping[str, int]  # issuer -> missing sequence numbers
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+
+class StoredStateCollector(Collector):
+    def __init__(self, read: Callable[[], StoredState]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._read()
+        active = GaugeMetricFamily(
+            "kzgate_instructions_active", "Instructions in force (stored, not resumed)."
+        )
+        active.add_metric([], state.instructions_active)
+        yield active
+        targets = GaugeMetricFamily(
+            "kzgate_targets_active", "Targets of active instructions, by kind.", labels=["kind"]
+        )
+        for kind, count in sorted(state.targets_active.items()):
+            targets.add_metric([kind], count)
+        yield targets
+        gaps = GaugeMetricFamily(
+            "kzgate_seq_gaps",
+            "Sequence numbers not yet received, per issuer.",
+            labels=["issuer"],
+        )
+        for issuer, count in sorted(state.seq_gaps.items()):
+            gaps.add_metric([issuer], count)
+        yield gaps
+
+
+class Metrics:
+    """The daemon's metrics in one registry (tests make their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.tasks = Counter(
+            "kzgate_tasks",
+            "Tasks received, by type and outcome (applied, accepted, pending, cancelled, "
+            "duplicate, or the error code).",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.apply_seconds = Histogram(
+            "kzgate_task_apply_seconds",
+            "Time from receiving a task to its enforcement in every backend.",
+            buckets=APPLY_BUCKETS,
+            registry=r,
+        )
+        self.enforcer_errors = Counter(
+            "kzgate_enforcer_errors", "Failed applies or reconciliations.", ["enforcer"], registry=r
+        )
+        self.drift_repairs = Counter(
+            "kzgate_enforcer_drift_repairs",
+            "Reconciliations that found and repaired a difference.",
+            ["enforcer"],
+            registry=r,
+        )
+        build = Info("kzgate_build", "kzgate build information.", registry=r)
+        build.info({"version": __version__})
+
+    def watch_stored_state(self, read: Callable[[], StoredState]) -> None:
+        self.registry.register(StoredStateCollector(read))

@@ -1,0 +1,97 @@
+"""The lookup index the DNS hot path consults: restricted names and prefixes.
+
+Names are keyed by their lower-case wire form, so a query's name can be matched
+straight from the packet: the name and each parent suffix are one dict probe
+each, bounded by the deepest restricted name, and a miss builds no objects
+beyond the suffix slices.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from kzgate.model import InstructionRef
+from kzgate.names import IPNetwork, domain_to_wire
+
+
+class PolicyIndex:
+    """Restricted domains (with their subdomains) and IP prefixes, with one naming ref each."""
+
+    def __init__(self) -> None:
+        self._names: dict[bytes, InstructionRef] = {}
+        self._prefixes: dict[IPNetwork, InstructionRef] = {}
+        # prefix length -> network ints, per IP version, for address lookups
+        self._by_len: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
+
+    def __len__(self) -> int:
+        return len(self._names) + len(self._prefixes)
+
+    @property
+    def domain_count(self) -> int:
+        return len(self._names)
+
+    @property
+    def prefix_count(self) -> int:
+        return len(self._prefixes)
+
+    def set_domain(self, name: str, ref: InstructionRef) -> None:
+        self._names[domain_to_wire(name)] = ref
+
+    def remove_domain(self, name: str) -> None:
+        self._names.pop(domain_to_wire(name), None)
+
+    def set_prefix(self, net: IPNetwork, ref: InstructionRef) -> None:
+        self._prefixes[net] = ref
+        self._by_len[net.version].setdefault(net.prefixlen, set()).add(int(net.network_address))
+
+    def remove_prefix(self, net: IPNetwork) -> None:
+        if self._prefixes.pop(net, None) is None:
+            return
+        nets = self._by_len[net.version].get(net.prefixlen)
+        if nets is not None:
+            nets.discard(int(net.network_address))
+            if not nets:
+                del self._by_len[net.version][net.prefixlen]
+
+    def domains(self) -> dict[str, InstructionRef]:
+        return {_wire_to_text(k): v for k, v in self._names.items()}
+
+    def prefixes(self) -> dict[IPNetwork, InstructionRef]:
+        return dict(self._prefixes)
+
+    def lookup_wire(self, qname: bytes) -> InstructionRef | None:
+        """Match a lower-case wire-form name (ending in the root octet) and its parents."""
+        names = self._names
+        off = 0
+        end = len(qname) - 1
+        while off < end:
+            ref = names.get(qname[off:])
+            if ref is not None:
+                return ref
+            off += qname[off] + 1
+        return None
+
+    def lookup_name(self, name: str) -> InstructionRef | None:
+        """Match a normalized domain name and its parents."""
+        return self.lookup_wire(domain_to_wire(name))
+
+    def lookup_ip(self, address: str) -> tuple[IPNetwork, InstructionRef] | None:
+        """The enforced prefix containing ``address``, if any."""
+        addr = ipaddress.ip_address(address)
+        bits = addr.max_prefixlen
+        value = int(addr)
+        for length, nets in self._by_len[addr.version].items():
+            start = value >> (bits - length) << (bits - length) if length else 0
+            if start in nets:
+                net = ipaddress.ip_network((start, length))
+                return net, self._prefixes[net]
+        return None
+
+
+def _wire_to_text(wire: bytes) -> str:
+    labels = []
+    off = 0
+    while wire[off]:
+        labels.append(wire[off + 1 : off + 1 + wire[off]].decode("ascii"))
+        off += wire[off] + 1
+    return ".".join(labels)

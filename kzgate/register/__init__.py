@@ -1,0 +1,1 @@
+"""The register: durable store of tasks and instructions, the effective state, the audit chain."""

@@ -1,0 +1,45 @@
+# Shared set-up for scripts/dev and scripts/test: a fresh Debian machine with
+# only Python gets what it needs here, and a prepared one is left as it is.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "kzgate: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+APT_UPDATED=""
+apt_install() {
+    [ $# -gt 0 ] || return 0
+    echo "kzgate: installing Debian packages: $*" >&2
+    if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq >&2; APT_UPDATED=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# Each argument is COMMAND:PACKAGE; the package is installed only when the command is missing.
+ensure_commands() {
+    local missing=() item
+    for item in "$@"; do
+        command -v "${item%%:*}" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "${item%%:*}" >/dev/null 2>&1 || missing+=("${item#*:}")
+    done
+    apt_install "${missing[@]}"
+}
+
+# Creates .venv and installs the project; reinstalls only when pyproject.toml changed.
+ensure_venv() {
+    local extras="$1" stamp
+    if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        # Debian splits venv/ensurepip out of the interpreter package.
+        local ver; ver="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+        apt_install "python${ver}-venv" || apt_install python3-venv
+    fi
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    stamp="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
+    if [ "$(cat "$VENV/.kzgate-installed" 2>/dev/null)" != "$stamp" ]; then
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip >&2
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$extras]" >&2
+        echo "$stamp" > "$VENV/.kzgate-installed"
+    fi
+}

@@ -1,0 +1,106 @@
+"""The pipeline with a real register and a backend that fails: 202 accepted, then repaired."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from kzfixtures import Regulator
+
+from kzgate.daemon import build_trust
+from kzgate.enforce.dnsindex import DnsIndexEnforcer
+from kzgate.errors import Conflict
+from kzgate.keys import load_private_key
+from kzgate.metrics import Metrics
+from kzgate.model import Diff, State
+from kzgate.pipeline import Pipeline
+from kzgate.policy import PolicyIndex
+from kzgate.protocol.receipts import verify_receipt
+from kzgate.register.store import Register
+
+
+class FlakyEnforcer:
+    """Fails while ``broken`` is set; otherwise delegates to a real index."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.inner = DnsIndexEnforcer(PolicyIndex())
+        self.broken = False
+
+    async def apply(self, diff: Diff) -> None:
+        if self.broken:
+            raise OSError("backend down")
+        await self.inner.apply(diff)
+
+    async def reconcile(self, state: State) -> Diff:
+        if self.broken:
+            raise OSError("backend down")
+        return await self.inner.reconcile(state)
+
+
+def make_pipeline(tmp_path: Path, pki: Path, enforcer: FlakyEnforcer) -> Pipeline:
+    from kzfixtures import write_config
+
+    from kzgate.config import load_config
+
+    cfg = load_config(write_config(tmp_path, pki))
+    return Pipeline(
+        register=Register.open(tmp_path / "kzgate.db"),
+        enforcers=[enforcer],
+        trust=build_trust(cfg),
+        operator_id="op-test",
+        receipt_key=load_private_key(pki / "keys/operator.key"),
+        metrics=Metrics(),
+        clock=lambda: dt.datetime.now(dt.UTC),
+    )
+
+
+async def test_failing_backend_gives_accepted_then_applied_after_repair(
+    tmp_path: Path, pki: Path
+) -> None:
+    flaky = FlakyEnforcer()
+    pipeline = make_pipeline(tmp_path, pki, flaky)
+    await pipeline.start()
+    mci = Regulator(pki)
+    try:
+        flaky.broken = True
+        task = mci.restrict("1", "domain:down.kz")
+        answer = await pipeline.submit(mci.sign(task))
+        assert (answer.status, answer.body["status"]) == (202, "accepted")
+        assert answer.body["applied_at"] is None
+        assert not pipeline.healthy
+        flaky.broken = False
+        await pipeline.repair()
+        assert pipeline.healthy
+        assert flaky.inner.index.lookup_name("down.kz") is not None
+        later = await pipeline.receipt("mci", task["id"])
+        assert later.body["status"] == "applied" and later.body["applied_at"]
+        verify_receipt(later.body, load_private_key(pki / "keys/operator.key").public_key())
+    finally:
+        await pipeline.close()
+
+
+async def test_restart_rebuilds_enforcers_from_the_register(tmp_path: Path, pki: Path) -> None:
+    mci = Regulator(pki)
+    first = make_pipeline(tmp_path, pki, FlakyEnforcer())
+    await first.start()
+    await first.submit(mci.sign(mci.restrict("1", "domain:kept.kz", "cidr:10.9.0.0/16")))
+    await first.submit(mci.sign(mci.restrict("2", "domain:gone.kz")))
+    await first.submit(mci.sign(mci.resume("2")))
+    with pytest.raises(Conflict):
+        await first.submit(mci.sign(mci.restrict("1", "domain:other.kz")))
+    await first.close()
+
+    fresh = FlakyEnforcer()
+    second = make_pipeline(tmp_path, pki, fresh)
+    await second.start()
+    try:
+        index = fresh.inner.index
+        assert index.lookup_name("a.kept.kz") is not None
+        assert index.lookup_ip("10.9.1.1") is not None
+        assert index.lookup_name("gone.kz") is None
+        assert index.lookup_name("other.kz") is None
+    finally:
+        await second.close()

@@ -1,0 +1,77 @@
+import ipaddress
+
+import pytest
+
+from kzgate.enforce.dnsindex import DnsIndexEnforcer
+from kzgate.model import Diff, InstructionRef, State
+from kzgate.names import domain_to_wire
+from kzgate.policy import PolicyIndex
+
+A = InstructionRef("mci", "1", "2026-11-01")
+B = InstructionRef("mci", "2", "2026-11-02")
+
+
+def test_name_and_subdomains_match_parents_do_not() -> None:
+    index = PolicyIndex()
+    index.set_domain("example.kz", A)
+    assert index.lookup_name("example.kz") == A
+    assert index.lookup_name("a.b.example.kz") == A
+    assert index.lookup_name("kz") is None
+    assert index.lookup_name("notexample.kz") is None
+    assert index.lookup_name("example.kz.evil.com") is None
+
+
+def test_lookup_wire_matches_the_deepest_restricted_suffix_first() -> None:
+    index = PolicyIndex()
+    index.set_domain("example.kz", A)
+    index.set_domain("www.example.kz", B)
+    assert index.lookup_wire(domain_to_wire("x.www.example.kz")) == B
+    assert index.lookup_wire(domain_to_wire("mail.example.kz")) == A
+    assert index.lookup_wire(b"\x00") is None
+
+
+def test_remove_domain_lifts_only_that_name() -> None:
+    index = PolicyIndex()
+    index.set_domain("example.kz", A)
+    index.set_domain("other.kz", B)
+    index.remove_domain("example.kz")
+    assert index.lookup_name("www.example.kz") is None
+    assert index.lookup_name("other.kz") == B
+
+
+@pytest.mark.parametrize(
+    ("prefix", "inside", "outside"),
+    [
+        ("10.0.0.0/24", "10.0.0.255", "10.0.1.0"),
+        ("192.0.2.7/32", "192.0.2.7", "192.0.2.8"),
+        ("2001:db8::/32", "2001:db8:ffff::1", "2001:db9::"),
+        ("0.0.0.0/0", "8.8.8.8", None),
+    ],
+)
+def test_ip_lookup_by_prefix(prefix: str, inside: str, outside: str | None) -> None:
+    index = PolicyIndex()
+    net = ipaddress.ip_network(prefix)
+    index.set_prefix(net, A)
+    assert index.lookup_ip(inside) == (net, A)
+    if outside is not None:
+        assert index.lookup_ip(outside) is None
+    index.remove_prefix(net)
+    assert index.lookup_ip(inside) is None
+
+
+async def test_dns_enforcer_applies_diffs_and_reconciles_to_state() -> None:
+    index = PolicyIndex()
+    enforcer = DnsIndexEnforcer(index)
+    net = ipaddress.ip_network("10.0.0.0/24")
+    await enforcer.apply(Diff(domains_added={"example.kz": A}, prefixes_added={net: A}))
+    assert index.lookup_name("www.example.kz") == A
+    await enforcer.apply(Diff(domains_relabelled={"example.kz": B}))
+    assert index.lookup_name("example.kz") == B
+    # Drift: something outside the state, and something missing from it.
+    index.set_domain("stray.kz", A)
+    index.remove_prefix(net)
+    fixed = await enforcer.reconcile(State(domains={"example.kz": B}, prefixes={net: A}))
+    assert fixed.domains_removed == {"stray.kz"}
+    assert set(fixed.prefixes_added) == {net}
+    assert index.domains() == {"example.kz": B}
+    assert index.lookup_ip("10.0.0.1") == (net, A)
