@@ -61,7 +61,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     config = write_config(
         work,
         pki,
-        log={"level": "warning", "format": "text"},
         api={"rate_limit": {"per_second": 1e6, "burst": 1_000_000}},
     )
     mci = Regulator(pki)

@@ -276,10 +276,19 @@ def _read_input(name: str) -> bytes:
 
 
 def cmd_task_sign(args: argparse.Namespace) -> int:
+    from kzgate.errors import TaskError
     from kzgate.keys import load_private_key
     from kzgate.protocol.build import sign_task
+    from kzgate.protocol.jsonstrict import loads_object
+    from kzgate.protocol.schema import parse_task
 
-    task = json.loads(_read_input(args.file))
+    raw = _read_input(args.file)
+    try:
+        # A regulator should never sign what kzgate would refuse: check it first.
+        task = loads_object(raw, "task")
+        parse_task(task, raw, args.kid)
+    except TaskError as exc:
+        return _fail(f"not signed: {exc.detail}", 2)
     print(sign_task(task, load_private_key(args.key), args.kid))
     return 0
 

@@ -104,9 +104,7 @@ class Daemon:
     async def _serve(
         self, app: web.Application, where: HostPort, tls: object | None = None
     ) -> tuple[str, int]:
-        runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=self.cfg.api.drain_seconds
-        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.cfg.api.drain_seconds)
         await runner.setup()
         self.runners.append(runner)
         site = web.TCPSite(

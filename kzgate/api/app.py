@@ -42,6 +42,14 @@ async def map_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except TaskError as exc:
         return error_response(exc)
+    except web.HTTPException:
+        raise
+    except Exception:
+        # The register or a backend failed under us: the transaction rolled
+        # back, so the answer is a retryable 503, in the protocol's JSON shape.
+        log.exception("internal error on %s %s", request.method, request.path)
+        body = {"error": "unavailable", "detail": "internal error; nothing was stored, retry"}
+        return web.json_response(body, status=503)
 
 
 def client_key(request: web.Request) -> str:
