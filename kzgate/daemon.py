@@ -73,9 +73,13 @@ class Daemon:
         except Exception:
             register.close()
             raise
-        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index)]
-        if not cfg.nftables.enabled:
-            enforcers.append(DryRunEnforcer())
+        if cfg.nftables.enabled:
+            # Never run with no backend for IP targets while receipts say "applied".
+            register.close()
+            raise StartupError(
+                f"{cfg.source}: nftables.enabled: true is not supported by this build yet"
+            )
+        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index), DryRunEnforcer()]
         self.pipeline = Pipeline(
             register=register,
             enforcers=enforcers,

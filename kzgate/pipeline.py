@@ -37,7 +37,7 @@ R = TypeVar("R")
 
 # Bodies larger than this are verified off the event loop: a 100k-target task
 # takes long enough to normalize that DNS answers would stall behind it.
-INLINE_VERIFY_BYTES = 64 * 1024
+INLINE_VERIFY_BYTES = 4 * 1024
 APPLY_TIMEOUT_SECONDS = 30.0
 REPAIR_INTERVAL_SECONDS = 1.0
 STATUS_CODE = {"applied": 200, "pending": 200, "cancelled": 200, "accepted": 202}
@@ -66,6 +66,7 @@ class Pipeline:
         receipt_key: Ed25519PrivateKey,
         metrics: Metrics,
         clock: Callable[[], dt.datetime] = local_now,
+        apply_timeout: float = APPLY_TIMEOUT_SECONDS,
     ) -> None:
         self.register = register
         self.enforcers = list(enforcers)
@@ -74,6 +75,7 @@ class Pipeline:
         self.receipt_key = receipt_key
         self.metrics = metrics
         self.clock = clock
+        self.apply_timeout = apply_timeout
         self.dirty: set[str] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="register")
         self._lock = asyncio.Lock()
@@ -138,7 +140,7 @@ class Pipeline:
     async def receipt(self, iss: str, task_id: str) -> Answer:
         receipt = await self.in_register(self.register.get_receipt, iss, task_id)
         if receipt is None:
-            raise NotFound(f"no task {task_id!r} of issuer {iss!r}")
+            return await self._sign_missing(iss, task_id)
         return Answer(STATUS_CODE.get(str(receipt["status"]), 200), receipt)
 
     async def _verify(self, body: bytes, now: dt.datetime) -> Task:
@@ -168,7 +170,7 @@ class Pipeline:
         receipt = self._sign(
             task.iss, task.id, task.seq, task.sha256, status, received_at, applied_at
         )
-        await self.in_register(self.register.set_receipt, task.iss, task.id, receipt, applied_at)
+        await self._store_receipt(task.iss, task.id, receipt, applied_at)
         log.info(
             "task iss=%s id=%s seq=%d type=%s outcome=%s apply_ms=%.2f diff=%d",
             task.iss,
@@ -184,22 +186,41 @@ class Pipeline:
     async def _duplicate(self, task: Task, stored: dict[str, Any] | None) -> Answer:
         if stored is not None:
             return Answer(STATUS_CODE.get(str(stored["status"]), 200), stored)
-        # Stored, but the daemon stopped before it signed the receipt: the start-up
-        # reconcile has enforced it since, so sign one now.
-        found = await self.in_register(self.register.get_task_status, task.iss, task.id)
-        stored_status = found[0] if found else "applied"
-        received_at = found[1] if found else self.clock()
-        status = (
-            stored_status
-            if stored_status in ("pending", "cancelled")
-            else ("applied" if self.healthy else "accepted")
-        )
+        return await self._sign_missing(task.iss, task.id)
+
+    async def _sign_missing(self, iss: str, task_id: str) -> Answer:
+        """Sign the receipt of a task that is stored without one.
+
+        That happens when the daemon stopped, or the receipt's write failed,
+        between the commit and the answer. The commit is what counts: the
+        start-up reconcile (or the apply that preceded the failure) has put
+        the task in force, so its receipt can be signed now.
+        """
+        found = await self.in_register(self.register.get_task_status, iss, task_id)
+        identity = await self.in_register(self.register.task_identity, iss, task_id)
+        if found is None or identity is None:
+            raise NotFound(f"no task {task_id!r} of issuer {iss!r}")
+        stored_status, received_at = found
+        if stored_status in ("pending", "cancelled"):
+            status = stored_status
+        else:
+            status = "applied" if self.healthy else "accepted"
         applied_at = self.clock() if status != "accepted" else None
-        receipt = self._sign(
-            task.iss, task.id, task.seq, task.sha256, status, received_at, applied_at
-        )
-        await self.in_register(self.register.set_receipt, task.iss, task.id, receipt, applied_at)
+        if status == "applied" and applied_at is not None:
+            self.metrics.apply_seconds.observe((applied_at - received_at).total_seconds())
+        receipt = self._sign(iss, task_id, *identity, status, received_at, applied_at)
+        await self._store_receipt(iss, task_id, receipt, applied_at)
         return Answer(STATUS_CODE[status], receipt)
+
+    async def _store_receipt(
+        self, iss: str, task_id: str, receipt: dict[str, Any], applied_at: dt.datetime | None
+    ) -> None:
+        # The task itself is committed; a receipt that fails to store can be
+        # signed again later (_sign_missing), so this must not fail the answer.
+        try:
+            await self.in_register(self.register.set_receipt, iss, task_id, receipt, applied_at)
+        except Exception:
+            log.exception("could not store the receipt of %s/%s; will re-sign", iss, task_id)
 
     def _sign(
         self,
@@ -233,7 +254,7 @@ class Pipeline:
             if enforcer.name in self.dirty:
                 continue  # its next reconcile includes this diff
             try:
-                await asyncio.wait_for(enforcer.apply(diff), APPLY_TIMEOUT_SECONDS)
+                await asyncio.wait_for(enforcer.apply(diff), self.apply_timeout)
             except Exception:
                 log.exception("enforcer %s failed to apply a diff; will reconcile", enforcer.name)
                 self.metrics.enforcer_errors.labels(enforcer.name).inc()
@@ -242,7 +263,7 @@ class Pipeline:
 
     async def _reconcile(self, enforcer: Enforcer, state: Any) -> bool:
         try:
-            fixed = await enforcer.reconcile(state)
+            fixed = await asyncio.wait_for(enforcer.reconcile(state), self.apply_timeout)
         except Exception:
             log.exception("enforcer %s failed to reconcile", enforcer.name)
             self.metrics.enforcer_errors.labels(enforcer.name).inc()
@@ -275,21 +296,15 @@ class Pipeline:
 
     async def _promote_unapplied(self) -> None:
         """Tasks answered `accepted` (or never answered) are in force now: re-sign them."""
-        if self.dirty:
-            return
-        for iss, task_id in await self.in_register(self.register.unapplied_tasks):
-            found = await self.in_register(self.register.get_task_status, iss, task_id)
-            identity = await self.in_register(self.register.task_identity, iss, task_id)
-            if found is None or identity is None:
-                continue
-            stored_status, received_at = found
-            status = stored_status if stored_status in ("pending", "cancelled") else "applied"
-            applied_at = self.clock()
-            if status == "applied":
-                self.metrics.apply_seconds.observe((applied_at - received_at).total_seconds())
-            receipt = self._sign(iss, task_id, *identity, status, received_at, applied_at)
-            await self.in_register(self.register.set_receipt, iss, task_id, receipt, applied_at)
-            log.info("task iss=%s id=%s outcome=%s (after repair)", iss, task_id, status)
+        # Under the lock no diff can land between the dirty check and the signature.
+        async with self._lock:
+            for iss, task_id in await self.in_register(self.register.unapplied_tasks):
+                if self.dirty:
+                    return
+                answer = await self._sign_missing(iss, task_id)
+                log.info(
+                    "task iss=%s id=%s outcome=%s (re-signed)", iss, task_id, answer.body["status"]
+                )
 
     async def refresh_stored_state(self) -> None:
         """Re-read the stored-state gauges; the metrics endpoint calls this per scrape."""

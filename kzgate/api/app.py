@@ -36,9 +36,16 @@ def error_response(exc: TaskError) -> web.Response:
     return web.json_response({"error": exc.code, "detail": exc.detail}, status=exc.status)
 
 
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+
+
 @web.middleware
 async def map_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        if request.path not in UNLIMITED_PATHS and not request.app[LIMITER].allow(
+            client_key(request), time.monotonic()
+        ):
+            raise RateLimited("per-client request rate exceeded; retry later")
         return await handler(request)
     except TaskError as exc:
         return error_response(exc)
@@ -81,8 +88,6 @@ async def post_task(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(
             f"Content-Type is {request.content_type!r}; expected 'application/jose'"
         )
-    if not request.app[LIMITER].allow(client_key(request), time.monotonic()):
-        raise RateLimited("per-client request rate exceeded; retry later")
     body = await read_limited(request, request.app[MAX_BODY])
     answer = await request.app[PIPELINE].submit(body)
     return web.json_response(answer.body, status=answer.status)
@@ -101,13 +106,19 @@ async def get_instructions(request: web.Request) -> web.Response:
         status = None
     elif status not in ("active", "resumed", "pending", "cancelled"):
         raise InvalidTask("status: one of active, resumed, pending, cancelled, all")
-    limit = _int_param(request, "limit", 100, 1, 10_000)
+    limit = _int_param(request, "limit", 100, 1, 1000)
     offset = _int_param(request, "offset", 0, 0, 10**12)
+    targets_limit = _int_param(request, "targets_limit", 100, 0, 1000)
     pipeline = request.app[PIPELINE]
     rows = await pipeline.in_register(
-        pipeline.register.instructions, status=status, limit=limit, offset=offset
+        pipeline.register.instructions,
+        status=status,
+        limit=limit,
+        offset=offset,
+        targets_limit=targets_limit,
     )
-    return web.json_response({"instructions": rows, "limit": limit, "offset": offset})
+    body = {"instructions": rows, "limit": limit, "offset": offset}
+    return web.json_response(body)
 
 
 async def get_lookup(request: web.Request) -> web.Response:

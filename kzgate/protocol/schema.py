@@ -32,9 +32,10 @@ _KNOWN = _COMMON | frozenset(_RESTRICT_ONLY) | frozenset(_RESUME_ONLY)
 
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _APP = re.compile(r"[A-Za-z0-9._-]{1,255}")
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
 )
 # Free text ends up in logs, DNS EDE text and nft comments: one line, no controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

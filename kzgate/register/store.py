@@ -458,9 +458,15 @@ class Register:
     # -- listings and statistics ----------------------------------------------
 
     def instructions(
-        self, *, status: str | None = "active", limit: int = 1000, offset: int = 0
+        self,
+        *,
+        status: str | None = "active",
+        limit: int = 1000,
+        offset: int = 0,
+        targets_limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Instructions (oldest first) with their tasks' ids and their targets."""
+        """Instructions (oldest first) with their tasks' ids, their first ``targets_limit``
+        targets and the count of all of them (an instruction may hold 100,000)."""
         where, args = ("WHERE i.status = ?", [status]) if status else ("", [])
         with self._lock:
             rows = self._conn.execute(
@@ -476,13 +482,19 @@ class Register:
                 targets = [
                     {"type": k, "value": v}
                     for k, v in self._conn.execute(
-                        "SELECT kind, value FROM targets WHERE instruction = ? ORDER BY rowid",
-                        (r[0],),
+                        "SELECT kind, value FROM targets WHERE instruction = ?"
+                        " ORDER BY rowid LIMIT ?",
+                        (r[0], targets_limit),
                     )
                 ]
+                total = self._conn.execute(
+                    "SELECT COUNT(*) FROM targets WHERE instruction = ?", (r[0],)
+                ).fetchone()[0]
                 keys = ("iss", "number", "date", "status", "authority", "ground", "reason")
                 item: dict[str, Any] = dict(zip(keys, r[1:8], strict=True))
-                item.update(restrict_task=r[8], resume_task=r[9], targets=targets)
+                item.update(
+                    restrict_task=r[8], resume_task=r[9], targets=targets, targets_total=total
+                )
                 out.append(item)
             return out
 

@@ -307,3 +307,13 @@ async def test_metrics_count_tasks_and_apply_latency(api: Api, mci: Regulator) -
     assert "kzgate_task_apply_seconds_count 1.0" in text
     assert "kzgate_instructions_active 1.0" in text
     assert 'kzgate_targets_active{kind="domain"} 1.0' in text
+
+
+async def test_instruction_listing_caps_targets_and_counts_them(api: Api, mci: Regulator) -> None:
+    targets = [f"domain:t{i}.kz" for i in range(150)]
+    assert (await api.post(mci.sign(mci.restrict("1", *targets))))[0] == 200
+    status, listed = await api.get("/v1/instructions?targets_limit=5")
+    [instruction] = listed["instructions"]
+    assert len(instruction["targets"]) == 5 and instruction["targets_total"] == 150
+    status, listed = await api.get("/v1/instructions?limit=0")
+    assert (status, listed["error"]) == (422, "invalid_task")

@@ -146,3 +146,10 @@ def test_audit_verify_and_export(tmp_path: Path, pki: Path) -> None:
     con.close()
     broken = kzgate("audit", "verify", "--config", str(config))
     assert broken.returncode != 0 and "row 2" in broken.stderr, broken
+
+
+def test_nftables_enabled_without_a_backend_refuses_to_start(tmp_path: Path, pki: Path) -> None:
+    config = write_config(tmp_path, pki, nftables={"enabled": True})
+    result = kzgate("run", "--config", str(config))
+    assert result.returncode != 0
+    assert "nftables.enabled" in result.stderr and "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -40,7 +41,9 @@ class FlakyEnforcer:
         return await self.inner.reconcile(state)
 
 
-def make_pipeline(tmp_path: Path, pki: Path, enforcer: FlakyEnforcer) -> Pipeline:
+def make_pipeline(
+    tmp_path: Path, pki: Path, enforcer: FlakyEnforcer, apply_timeout: float = 30.0
+) -> Pipeline:
     from kzfixtures import write_config
 
     from kzgate.config import load_config
@@ -54,6 +57,7 @@ def make_pipeline(tmp_path: Path, pki: Path, enforcer: FlakyEnforcer) -> Pipelin
         receipt_key=load_private_key(pki / "keys/operator.key"),
         metrics=Metrics(),
         clock=lambda: dt.datetime.now(dt.UTC),
+        apply_timeout=apply_timeout,
     )
 
 
@@ -104,3 +108,62 @@ async def test_restart_rebuilds_enforcers_from_the_register(tmp_path: Path, pki:
         assert index.lookup_name("other.kz") is None
     finally:
         await second.close()
+
+
+class HangingEnforcer(FlakyEnforcer):
+    """Applies fail and reconciles never return: a backend that hangs."""
+
+    async def apply(self, diff: Diff) -> None:
+        raise OSError("backend down")
+
+    async def reconcile(self, state: State) -> Diff:
+        if self.broken:
+            await asyncio.Event().wait()
+        return await self.inner.reconcile(state)
+
+
+async def test_a_hanging_backend_does_not_block_intake(tmp_path: Path, pki: Path) -> None:
+    hanging = HangingEnforcer()
+    pipeline = make_pipeline(tmp_path, pki, hanging, apply_timeout=0.2)
+    await pipeline.start()
+    mci = Regulator(pki)
+    try:
+        hanging.broken = True
+        first = await pipeline.submit(mci.sign(mci.restrict("1", "domain:a.kz")))
+        assert first.status == 202
+        repair = asyncio.create_task(pipeline.repair())
+        second = await asyncio.wait_for(
+            pipeline.submit(mci.sign(mci.restrict("2", "domain:b.kz"))), timeout=5
+        )
+        assert second.status == 202
+        await repair
+    finally:
+        await pipeline.close()
+
+
+async def test_receipt_write_failure_still_answers_and_is_re_signed(
+    tmp_path: Path, pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = make_pipeline(tmp_path, pki, FlakyEnforcer())
+    await pipeline.start()
+    mci = Regulator(pki)
+    real = pipeline.register.set_receipt
+    calls = []
+
+    def failing_once(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline.register, "set_receipt", failing_once)
+    try:
+        task = mci.restrict("1", "domain:a.kz")
+        answer = await pipeline.submit(mci.sign(task))
+        assert (answer.status, answer.body["status"]) == (200, "applied")
+        later = await pipeline.receipt("mci", task["id"])
+        assert later.body["status"] == "applied"
+        verify_receipt(later.body, load_private_key(pki / "keys/operator.key").public_key())
+        assert len(calls) == 2  # the GET re-signed and stored it
+    finally:
+        await pipeline.close()

@@ -132,6 +132,8 @@ def test_issued_at_accepts_rfc3339(text: str, expected: dt.datetime) -> None:
         "2026-11-22T10:15:00+24:00",
         "2026-11-22T10:15:00+0500",
         "2026-11-22T10:15:00.Z",
+        "٢٠٢٦-11-22T10:15:00Z",  # Arabic-Indic digits: RFC 3339 is ASCII only
+        "２０２６-11-22T10:15:00Z",  # fullwidth digits
         1_700_000_000,
     ],
 )
@@ -295,3 +297,10 @@ def test_app_ids_at_the_limit() -> None:
     value = "kz." + "a" * 252
     task = parse(with_targets(("app", value)))
     assert task.targets == (Target("app", value),)
+
+
+@pytest.mark.parametrize("date", ["٢٠٢٦-١١-٠١", "２０２６-11-01"])
+def test_instruction_date_is_ascii_only(date: str) -> None:
+    task = restrict()
+    task["instruction"] = dict(task["instruction"], date=date)
+    assert refused(task).startswith("instruction.date: ")
