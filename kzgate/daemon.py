@@ -21,6 +21,9 @@ from kzgate.api.app import READY, make_app
 from kzgate.api.ratelimit import RateLimiter
 from kzgate.api.tls import server_context
 from kzgate.config import Config, HostPort
+from kzgate.dns.local import LocalDns
+from kzgate.dns.telemetry import DnsCollector
+from kzgate.dns.workers import WorkerPool
 from kzgate.enforce.base import Enforcer
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
 from kzgate.enforce.dryrun import DryRunEnforcer
@@ -62,6 +65,7 @@ class Daemon:
     pipeline: Pipeline | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
+    dns: LocalDns | WorkerPool | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -79,7 +83,13 @@ class Daemon:
             raise StartupError(
                 f"{cfg.source}: nftables.enabled: true is not supported by this build yet"
             )
-        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index), DryRunEnforcer()]
+        # The index first: DNS workers are forked from it, so it must already
+        # hold a diff when the pool passes that diff on.
+        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index)]
+        if cfg.dns.enabled and cfg.dns.workers > 1:
+            self.dns = WorkerPool(self.index, cfg.dns)
+            enforcers.append(self.dns)
+        enforcers.append(DryRunEnforcer())
         self.pipeline = Pipeline(
             register=register,
             enforcers=enforcers,
@@ -89,7 +99,17 @@ class Daemon:
             metrics=self.metrics,
         )
         # Reconcile before binding: a query or a lookup must never see an empty policy.
+        # (With dns.workers > 1 this also forks the workers, from the reconciled index.)
         await self.pipeline.start()
+        if cfg.dns.enabled and self.dns is None:
+            self.dns = LocalDns(self.index, cfg.dns)
+            bound = await self.dns.start()
+        elif isinstance(self.dns, WorkerPool):
+            bound = self.dns.bound
+        if self.dns is not None:
+            self.bound["dns"] = bound[0]
+            dns = self.dns
+            self.metrics.registry.register(DnsCollector(dns.snapshot))
         api = make_app(
             self.pipeline,
             max_body_bytes=cfg.api.max_body_bytes,
@@ -147,6 +167,9 @@ class Daemon:
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()
+        if self.dns is not None:
+            await self.dns.close()
+            self.dns = None
         if self.pipeline is not None:
             await self.pipeline.close()
 

@@ -71,6 +71,21 @@ class PolicyIndex:
             off += qname[off] + 1
         return None
 
+    def lookup_wire_at(self, qname: bytes) -> tuple[int, InstructionRef] | None:
+        """Like lookup_wire, with the offset in ``qname`` where the matched suffix starts.
+
+        The DNS engine points the block answer's SOA owner at that offset.
+        """
+        names = self._names
+        off = 0
+        end = len(qname) - 1
+        while off < end:
+            ref = names.get(qname[off:])
+            if ref is not None:
+                return off, ref
+            off += qname[off] + 1
+        return None
+
     def lookup_name(self, name: str) -> InstructionRef | None:
         """Match a normalized domain name and its parents."""
         return self.lookup_wire(domain_to_wire(name))

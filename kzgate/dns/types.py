@@ -59,3 +59,5 @@ class Forward:
     edns: bool  # the client sent OPT
     max_size: int  # largest answer the client accepts on this transport
     upstream_query: bytes
+    # The client's header flags: opcode, RD and CD are copied into whatever answer it gets.
+    flags: int = 0x0100

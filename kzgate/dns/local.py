@@ -1,0 +1,58 @@
+"""The resolver in this process: engine, upstream client and listeners, wired together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kzgate.config import DnsConfig, HostPort
+from kzgate.dns.engine import Engine
+from kzgate.dns.server import DnsServer
+from kzgate.dns.telemetry import DnsSnapshot, UpstreamTimer
+from kzgate.dns.types import BlockSettings, DnsStats
+from kzgate.dns.upstream import Upstreams
+from kzgate.policy import PolicyIndex
+
+
+def block_settings(cfg: DnsConfig) -> BlockSettings:
+    return BlockSettings(
+        mode=cfg.block_mode,
+        ttl=cfg.block_ttl,
+        sinkhole_ipv4=cfg.sinkhole_ipv4,
+        sinkhole_ipv6=cfg.sinkhole_ipv6,
+    )
+
+
+class LocalDns:
+    """One resolver instance over a PolicyIndex that the caller keeps current."""
+
+    def __init__(
+        self,
+        index: PolicyIndex,
+        cfg: DnsConfig,
+        listen: Sequence[HostPort] | None = None,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        self.stats = DnsStats()
+        self.timer = UpstreamTimer()
+        self.engine = Engine(index, block_settings(cfg), stats=self.stats)
+        self.upstreams = Upstreams(
+            [(u.host, u.port) for u in cfg.upstreams], observe=self.timer.observe
+        )
+        self.server = DnsServer(
+            self.engine, self.upstreams, listen or cfg.listen, reuse_port=reuse_port
+        )
+
+    async def start(self) -> list[tuple[str, int]]:
+        await self.upstreams.start()
+        return await self.server.start()
+
+    async def close(self) -> None:
+        await self.server.close()
+        await self.upstreams.close()
+
+    def snapshot(self) -> DnsSnapshot:
+        return DnsSnapshot.of(self.stats, self.timer)
+
+    def set_settings(self, settings: BlockSettings) -> None:
+        self.engine.settings = settings

@@ -1,0 +1,272 @@
+"""The DNS listeners: UDP (RFC 1035) and TCP (RFC 7766) around the sans-IO engine.
+
+Only plumbing lives here: read a message, hand it to the engine with the time,
+send what comes back; a Forward is finished in a task once the upstreams reply.
+Every handler catches its own exceptions, so one bad packet (or an engine bug)
+costs one answer, never the listener. Works on any event loop; the daemon
+chooses uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from kzgate.config import HostPort
+from kzgate.dns.engine import Engine
+from kzgate.dns.types import Forward
+from kzgate.dns.upstream import Upstreams
+
+log = logging.getLogger(__name__)
+
+_RCVBUF = 4 << 20  # absorbs bursts while the loop is busy; capped by net.core.rmem_max
+_MAX_FORWARDS = 10_000  # UDP queries waiting on upstreams; beyond this, SERVFAIL at once
+
+
+class DnsServer:
+    def __init__(
+        self,
+        engine: Engine,
+        upstreams: Upstreams,
+        listen: Sequence[HostPort],
+        *,
+        reuse_port: bool = False,
+        tcp_idle_timeout: float = 10.0,
+        max_tcp_clients: int = 1000,
+        max_tcp_pipeline: int = 100,
+    ) -> None:
+        self._engine = engine
+        self._upstreams = upstreams
+        self._listen = list(listen)
+        self._reuse_port = reuse_port
+        self._idle = tcp_idle_timeout
+        self._max_clients = max_tcp_clients
+        self._max_pipeline = max_tcp_pipeline
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._forwards: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.Task[Any]] = set()
+        self._last_error = float("-inf")
+        self._closing = False
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind UDP and TCP on every listen address; the (host, port) pairs bound."""
+        try:
+            return [await self._bind(hp.host, hp.port) for hp in self._listen]
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        self._closing = True
+        for server in self._tcp:
+            server.close()
+        for transport in self._udp:
+            transport.close()
+        tasks = self._forwards | self._clients
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._udp, self._tcp = [], []
+
+    async def _bind(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        family, addr = infos[0][0], infos[0][4]
+        # Port 0: UDP picks a free port, then TCP must get the same one; the
+        # TCP port may be taken, so try again with another.
+        for _ in range(20 if port == 0 else 1):
+            udp = self._socket(family, socket.SOCK_DGRAM, addr)
+            bound = udp.getsockname()
+            try:
+                tcp = self._socket(family, socket.SOCK_STREAM, (addr[0], bound[1], *addr[2:]))
+            except OSError as exc:
+                udp.close()
+                if port == 0 and exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpListener(self._engine, self), sock=udp
+                )
+                self._udp.append(transport)
+                self._tcp.append(
+                    await asyncio.start_server(self._tcp_client, sock=tcp, backlog=1024)
+                )
+            except BaseException:
+                udp.close()
+                tcp.close()
+                raise
+            return bound[0], bound[1]
+        raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {host}")
+
+    def _socket(self, family: int, kind: int, addr: tuple[Any, ...]) -> socket.socket:
+        sock = socket.socket(family, kind)
+        try:
+            if family == socket.AF_INET6:  # so [::] and 0.0.0.0 can both be listed
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            else:
+                _grow_rcvbuf(sock)
+            if self._reuse_port:  # dns.workers > 1: the kernel spreads packets over processes
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(addr)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def forward(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
+        """Finish a forwarded UDP query in a task; SERVFAIL at once when too many wait."""
+        if len(self._forwards) >= _MAX_FORWARDS:
+            send(self._engine.on_upstream(fwd, None, time.monotonic()))
+            return
+        task = asyncio.get_running_loop().create_task(self._resolve(fwd, send))
+        self._forwards.add(task)
+        task.add_done_callback(self._forwards.discard)
+
+    async def _resolve(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
+        try:
+            reply = await self._upstreams.query(fwd.upstream_query)
+            send(self._engine.on_upstream(fwd, reply, time.monotonic()))
+        except Exception:
+            self.log_error("forwarded query")
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= self._max_clients:
+            writer.transport.abort()  # accepted and closed: the client can try another server
+            return
+        this = asyncio.current_task()
+        assert this is not None
+        self._clients.add(this)
+        inflight: set[asyncio.Task[None]] = set()
+        try:
+            await self._read_queries(reader, writer, inflight)
+            if inflight:  # the client said all it will say: answer what it asked
+                await asyncio.wait(inflight)
+        except (ConnectionError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            # close() cancels connections; on 3.11 a cancelled handler makes asyncio's
+            # start_server log an error, so end quietly when the cancel is ours.
+            if not self._closing:
+                raise
+        except Exception:
+            self.log_error("TCP connection")
+        finally:
+            for task in inflight:
+                task.cancel()
+            self._clients.discard(this)
+            writer.close()  # flushes the last answers first...
+            if writer.transport.get_write_buffer_size():
+                # ...but a client that never reads them must not keep the socket open
+                asyncio.get_running_loop().call_later(self._idle, writer.transport.abort)
+
+    async def _read_queries(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        inflight: set[asyncio.Task[None]],
+    ) -> None:
+        slots = asyncio.Semaphore(self._max_pipeline)
+        loop = asyncio.get_running_loop()
+        while True:
+            await slots.acquire()  # max_tcp_pipeline queries in flight: stop reading
+            try:
+                head = await self._read_head(reader, inflight)
+                if head is None:
+                    return
+                size = int.from_bytes(head, "big")
+                if size < 12:
+                    return  # shorter than a header: this is not a DNS stream
+                # a client that sends a length and then stalls is dropped
+                async with asyncio.timeout(self._idle):
+                    data = await reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                return  # EOF
+            task = loop.create_task(self._tcp_query(data, writer, slots))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+
+    async def _read_head(
+        self, reader: asyncio.StreamReader, inflight: set[asyncio.Task[None]]
+    ) -> bytes | None:
+        """The next 2-byte length; None once the connection is idle (RFC 7766 6.2.3)."""
+        while True:
+            try:
+                async with asyncio.timeout(self._idle):
+                    return await reader.readexactly(2)  # consumes nothing when cancelled
+            except TimeoutError:
+                if not inflight:  # idle only when no answer is still owed
+                    return None
+
+    async def _tcp_query(
+        self, data: bytes, writer: asyncio.StreamWriter, slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            out = self._engine.on_query(data, time.monotonic(), tcp=True)
+            if isinstance(out, Forward):
+                reply = await self._upstreams.query(out.upstream_query)
+                out = self._engine.on_upstream(out, reply, time.monotonic())
+            if out is not None and not writer.is_closing():
+                writer.write(len(out).to_bytes(2, "big") + out)
+                # a client that stops reading its answers must not grow our buffer forever
+                async with asyncio.timeout(self._idle):
+                    await writer.drain()
+        except (ConnectionError, TimeoutError):
+            writer.transport.abort()
+        except Exception:
+            self.log_error("TCP query")
+        finally:
+            slots.release()
+
+    def log_error(self, what: str) -> None:
+        """Log the current exception, at most once a second: a flood must not flood the log."""
+        now = time.monotonic()
+        if now - self._last_error >= 1.0:
+            self._last_error = now
+            log.exception("DNS %s failed; still serving", what)
+
+
+class _UdpListener(asyncio.DatagramProtocol):
+    transport: asyncio.DatagramTransport
+
+    def __init__(self, engine: Engine, server: DnsServer) -> None:
+        self._engine = engine
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            out = self._engine.on_query(data, time.monotonic())
+            if isinstance(out, bytes):
+                self.transport.sendto(out, addr)
+            elif out is not None:
+                self._server.forward(out, lambda answer: self.transport.sendto(answer, addr))
+        except Exception:
+            self._server.log_error("UDP query")
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier answers (a client gone away): nothing to do
+        log.debug("UDP listener: %s", exc)
+
+
+def _grow_rcvbuf(sock: socket.socket) -> None:
+    # SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN; otherwise take what is allowed.
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, _RCVBUF)
+            return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
