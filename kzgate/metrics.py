@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kzgate import __version__
@@ -54,6 +54,36 @@ class StoredStateCollector(Collector):
         for issuer, count in sorted(state.seq_gaps.items()):
             gaps.add_metric([issuer], count)
         yield gaps
+
+
+class NftCollector(Collector):
+    """Set sizes (as last written) and drop counters (read from the kernel) at scrape time."""
+
+    def __init__(
+        self, elements: Callable[[], Mapping[str, int]], drops: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._elements = elements
+        self._drops = drops
+
+    def collect(self) -> Iterator[Metric]:
+        elements = GaugeMetricFamily(
+            "kzgate_nft_elements", "Prefixes in kzgate's nftables sets.", labels=["family"]
+        )
+        for family, count in sorted(self._elements().items()):
+            elements.add_metric([family], count)
+        yield elements
+        drops = CounterMetricFamily(
+            "kzgate_nft_dropped_packets",
+            "Packets dropped (or rejected) by kzgate's rules, by family.",
+            labels=["family"],
+        )
+        try:
+            counters = self._drops()
+        except Exception:  # a scrape must not fail because the kernel read did
+            counters = {}
+        for family, count in sorted(counters.items()):
+            drops.add_metric([family], count)
+        yield drops
 
 
 class Metrics:

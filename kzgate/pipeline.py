@@ -11,6 +11,7 @@ until then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -79,6 +80,7 @@ class Pipeline:
         self.dirty: set[str] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="register")
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
         self._stored_state = StoredState(0, {}, {})
         self._repair_task: asyncio.Task[None] | None = None
         metrics.watch_stored_state(lambda: self._stored_state)
@@ -256,9 +258,13 @@ class Pipeline:
             try:
                 await asyncio.wait_for(enforcer.apply(diff), self.apply_timeout)
             except Exception:
-                log.exception("enforcer %s failed to apply a diff; will reconcile", enforcer.name)
+                log.exception("enforcer %s failed to apply a diff; reconciling", enforcer.name)
                 self.metrics.enforcer_errors.labels(enforcer.name).inc()
                 self.dirty.add(enforcer.name)
+        if self.dirty:
+            # One immediate attempt: drift (an element someone removed) is
+            # usually fixed by a reconcile, and then this task is in force now.
+            await self._repair_locked()
         return not self.dirty
 
     async def _reconcile(self, enforcer: Enforcer, state: Any) -> bool:
@@ -274,21 +280,36 @@ class Pipeline:
             log.info("enforcer %s reconciled: %d changes", enforcer.name, fixed.size())
         return True
 
+    def request_repair(self, name: str) -> None:
+        """An enforcer saw its state changed under it (drift): reconcile it soon.
+
+        Call on the event loop (from another thread: loop.call_soon_threadsafe).
+        """
+        self.dirty.add(name)
+        self._wake.set()
+
     async def repair(self) -> None:
         """Reconcile the dirty enforcers to the register, then answer the tasks they held up."""
         if not self.dirty:
             return
         async with self._lock:
-            state = await self.in_register(self.register.state.snapshot)
-            for enforcer in self.enforcers:
-                if enforcer.name in self.dirty and await self._reconcile(enforcer, state):
-                    self.metrics.drift_repairs.labels(enforcer.name).inc()
+            await self._repair_locked()
         if not self.dirty:
             await self._promote_unapplied()
 
+    async def _repair_locked(self) -> None:
+        state = await self.in_register(self.register.state.snapshot)
+        for enforcer in self.enforcers:
+            if enforcer.name in self.dirty and await self._reconcile(enforcer, state):
+                self.metrics.drift_repairs.labels(enforcer.name).inc()
+                log.warning("enforcer %s repaired: reconciled to the register", enforcer.name)
+
     async def _repair_loop(self) -> None:
         while True:
-            await asyncio.sleep(REPAIR_INTERVAL_SECONDS)
+            # Woken at once by request_repair, else retried on a timer.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), REPAIR_INTERVAL_SECONDS)
+            self._wake.clear()
             try:
                 await self.repair()
             except Exception:

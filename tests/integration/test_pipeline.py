@@ -167,3 +167,57 @@ async def test_receipt_write_failure_still_answers_and_is_re_signed(
         assert len(calls) == 2  # the GET re-signed and stored it
     finally:
         await pipeline.close()
+
+
+class DriftOnceEnforcer(FlakyEnforcer):
+    """Its next apply finds the backend changed under it; a reconcile fixes that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drift = False
+
+    async def apply(self, diff: Diff) -> None:
+        if self.drift:
+            self.drift = False
+            raise OSError("element not present")
+        await self.inner.apply(diff)
+
+
+async def test_drift_found_by_an_apply_is_reconciled_before_the_answer(
+    tmp_path: Path, pki: Path
+) -> None:
+    enforcer = DriftOnceEnforcer()
+    pipeline = make_pipeline(tmp_path, pki, enforcer)
+    await pipeline.start()
+    mci = Regulator(pki)
+    try:
+        await pipeline.submit(mci.sign(mci.restrict("1", "domain:one.kz")))
+        enforcer.inner.index.remove_domain("one.kz")  # someone removed it behind our back
+        enforcer.drift = True
+        answer = await pipeline.submit(mci.sign(mci.restrict("2", "domain:two.kz")))
+        assert (answer.status, answer.body["status"]) == (200, "applied")
+        assert enforcer.inner.index.lookup_name("one.kz") is not None  # repaired too
+        assert enforcer.inner.index.lookup_name("two.kz") is not None
+        repairs = pipeline.metrics.drift_repairs.labels("flaky")._value.get()
+        assert repairs == 1
+    finally:
+        await pipeline.close()
+
+
+async def test_request_repair_reconciles_within_a_second(tmp_path: Path, pki: Path) -> None:
+    enforcer = FlakyEnforcer()
+    pipeline = make_pipeline(tmp_path, pki, enforcer)
+    await pipeline.start()
+    mci = Regulator(pki)
+    try:
+        await pipeline.submit(mci.sign(mci.restrict("1", "domain:one.kz")))
+        enforcer.inner.index.remove_domain("one.kz")
+        pipeline.request_repair("flaky")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if enforcer.inner.index.lookup_name("one.kz") is not None:
+                break
+        assert enforcer.inner.index.lookup_name("one.kz") is not None
+        assert pipeline.healthy
+    finally:
+        await pipeline.close()
