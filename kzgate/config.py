@@ -27,17 +27,20 @@ T = TypeVar("T")
 
 BlockMode = Literal["nxdomain", "sinkhole", "refused"]
 NftAction = Literal["drop", "reject"]
+NftMode = Literal["full", "set-only"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
 
 BLOCK_MODES: tuple[BlockMode, ...] = ("nxdomain", "sinkhole", "refused")
 NFT_ACTIONS: tuple[NftAction, ...] = ("drop", "reject")
 NFT_HOOKS: tuple[str, ...] = ("forward", "output")
+NFT_MODES: tuple[NftMode, ...] = ("full", "set-only")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
 
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _NFT_TABLE = re.compile(r"[A-Za-z0-9_]{1,64}")
+_NETNS = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -162,6 +165,10 @@ class NftConfig:
     table: str
     hooks: tuple[str, ...]
     action: NftAction
+    # full: kzgate owns the chains and rules; set-only: the operator's own
+    # chains in our table look the sets up, and kzgate keeps only the sets.
+    mode: NftMode = "full"
+    netns: str | None = None  # a name under /var/run/netns: sockets and nft run there
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +446,16 @@ def _ipv6(value: object) -> ipaddress.IPv6Address:
         raise _Bad(f"must be an IPv6 address (got {_describe(value)})") from None
 
 
+def _netns_name(value: object) -> str:
+    # `ip netns` names are file names under /var/run/netns
+    if not isinstance(value, str) or not _NETNS.fullmatch(value) or value in (".", ".."):
+        raise _Bad(
+            "must be a network namespace name: 1-64 characters of A-Z a-z 0-9 . _ - "
+            f"(got {_describe(value)})"
+        )
+    return value
+
+
 def _table_name(value: object) -> str:
     if not isinstance(value, str) or not _NFT_TABLE.fullmatch(value):
         raise _Bad(f"must be 1-64 characters of A-Z a-z 0-9 _ (got {_describe(value)})")
@@ -556,6 +573,8 @@ def _nftables(t: _Table) -> NftConfig:
         table=t.get("table", _table_name, "kzgate"),
         hooks=hooks,
         action=cast(NftAction, t.get("action", _choice(NFT_ACTIONS), "drop")),
+        mode=cast(NftMode, t.get("mode", _choice(NFT_MODES), "full")),
+        netns=t.optional("netns", _netns_name),
     )
     t.close()
     return cfg

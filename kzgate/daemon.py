@@ -27,8 +27,9 @@ from kzgate.dns.workers import WorkerPool
 from kzgate.enforce.base import Enforcer
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
 from kzgate.enforce.dryrun import DryRunEnforcer
+from kzgate.enforce.nft import NftEnforcer, NftError
 from kzgate.keys import load_private_key, load_public_key
-from kzgate.metrics import Metrics
+from kzgate.metrics import Metrics, NftCollector
 from kzgate.pipeline import Pipeline
 from kzgate.policy import PolicyIndex
 from kzgate.protocol.trust import IssuerKey, TrustStore
@@ -66,6 +67,7 @@ class Daemon:
     runners: list[web.AppRunner] = field(default_factory=list)
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
     dns: LocalDns | WorkerPool | None = None
+    nft: NftEnforcer | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -77,19 +79,11 @@ class Daemon:
         except Exception:
             register.close()
             raise
-        if cfg.nftables.enabled:
-            # Never run with no backend for IP targets while receipts say "applied".
+        try:
+            enforcers = await self._enforcers()
+        except BaseException:
             register.close()
-            raise StartupError(
-                f"{cfg.source}: nftables.enabled: true is not supported by this build yet"
-            )
-        # The index first: DNS workers are forked from it, so it must already
-        # hold a diff when the pool passes that diff on.
-        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index)]
-        if cfg.dns.enabled and cfg.dns.workers > 1:
-            self.dns = WorkerPool(self.index, cfg.dns)
-            enforcers.append(self.dns)
-        enforcers.append(DryRunEnforcer())
+            raise
         self.pipeline = Pipeline(
             register=register,
             enforcers=enforcers,
@@ -124,6 +118,33 @@ class Daemon:
         log.info(
             "kzgate ready: %s", ", ".join(f"{k} on {h}:{p}" for k, (h, p) in self.bound.items())
         )
+
+    async def _enforcers(self) -> list[Enforcer]:
+        cfg = self.cfg
+        # The index first: DNS workers are forked from it, so it must already
+        # hold a diff when the pool passes that diff on.
+        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index)]
+        if cfg.dns.enabled and cfg.dns.workers > 1:
+            self.dns = WorkerPool(self.index, cfg.dns)
+            enforcers.append(self.dns)
+        if not cfg.nftables.enabled:
+            enforcers.append(DryRunEnforcer())  # logs what IP targets would do
+            return enforcers
+        self.nft = NftEnforcer(cfg.nftables, on_drift=self._nft_drifted)
+        try:
+            await self.nft.start()
+        except (NftError, OSError) as exc:
+            raise StartupError(f"{cfg.source}: nftables: {exc}") from None
+        self.metrics.registry.register(
+            NftCollector(self.nft.element_counts, self.nft.drop_counters)
+        )
+        enforcers.append(self.nft)
+        return enforcers
+
+    def _nft_drifted(self) -> None:
+        # Someone changed our table or sets: rewrite them from the register, now.
+        if self.pipeline is not None:
+            self.pipeline.request_repair("nft")
 
     async def _serve(
         self, app: web.Application, where: HostPort, tls: object | None = None
@@ -172,6 +193,8 @@ class Daemon:
             self.dns = None
         if self.pipeline is not None:
             await self.pipeline.close()
+        if self.nft is not None:
+            await self.nft.close()  # the table and its elements stay: fail closed
 
 
 async def serve(cfg: Config) -> None:

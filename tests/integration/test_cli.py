@@ -148,8 +148,9 @@ def test_audit_verify_and_export(tmp_path: Path, pki: Path) -> None:
     assert broken.returncode != 0 and "row 2" in broken.stderr, broken
 
 
-def test_nftables_enabled_without_a_backend_refuses_to_start(tmp_path: Path, pki: Path) -> None:
-    config = write_config(tmp_path, pki, nftables={"enabled": True})
-    result = kzgate("run", "--config", str(config))
+def test_nftables_in_a_missing_namespace_is_one_clear_line(tmp_path: Path, pki: Path) -> None:
+    nft = {"enabled": True, "netns": "kzg-no-such-namespace"}
+    result = kzgate("run", "--config", str(write_config(tmp_path, pki, nftables=nft)))
     assert result.returncode != 0
-    assert "nftables.enabled" in result.stderr and "Traceback" not in result.stderr
+    assert "nftables" in result.stderr and "kzg-no-such-namespace" in result.stderr
+    assert "Traceback" not in result.stderr

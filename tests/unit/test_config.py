@@ -194,6 +194,16 @@ def test_extra_keys_beyond_the_example(tmp_path: Path) -> None:
     assert (cfg.nftables.action, cfg.nftables.table) == ("reject", "kz_1")
 
 
+def test_nftables_mode_and_netns(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert (cfg.nftables.mode, cfg.nftables.netns) == ("full", None)
+    text = MINIMAL + "nftables: {mode: set-only, netns: kzg-test_1.a}\n"
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.nftables.mode, cfg.nftables.netns) == ("set-only", "kzg-test_1.a")
+    cfg = load_config(write(tmp_path, MINIMAL + "nftables: {netns: null}\n"))
+    assert cfg.nftables.netns is None
+
+
 # --- HostPort --------------------------------------------------------------------
 
 
@@ -307,6 +317,11 @@ log: {level: loud}
         ("nftables: {hooks: []}", "nftables.hooks", "must name at least one of forward, output"),
         ("nftables: {hooks: [output, output]}", "nftables.hooks", "lists a hook twice"),
         ("nftables: {action: accept}", "nftables.action", "must be one of drop, reject"),
+        ("nftables: {mode: sets}", "nftables.mode", "must be one of full, set-only (got 'sets')"),
+        ("nftables: {netns: ../etc}", "nftables.netns", "must be a network namespace name"),
+        ("nftables: {netns: '..'}", "nftables.netns", "must be a network namespace name"),
+        ("nftables: {netns: 5}", "nftables.netns", "must be a network namespace name"),
+        ("nftables: {netns: ''}", "nftables.netns", "must be a network namespace name"),
         ("metrics: {enabled: 'false'}", "metrics.enabled", "must be true or false"),
         ("log: {format: xml}", "log.format", "must be one of json, text (got 'xml')"),
         ("log: []", "log", "must be a mapping (got a list)"),
