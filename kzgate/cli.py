@@ -220,19 +220,20 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    register = _open_register(_load(args.config))
+    from kzgate.status import fetch_live, render
+
+    cfg = _load(args.config)
+    register = _open_register(cfg)
     try:
         stats = register.stats()
         gaps = register.seq_gaps()
     finally:
         register.close()
+    live = fetch_live(cfg.metrics.listen) if cfg.metrics.enabled else None
     if args.json:
-        print(json.dumps({"stats": stats, "seq_gaps": gaps}, indent=2, default=str))
-        return 0
-    print(json.dumps(stats, indent=2, default=str))
-    for issuer, missing in sorted(gaps.items()):
-        if missing:
-            print(f"seq gaps {issuer}: {', '.join(map(str, missing[:20]))}")
+        print(json.dumps({"stats": stats, "seq_gaps": gaps, "live": live}, indent=2, default=str))
+    else:
+        print(render(stats, gaps, live))
     return 0
 
 

@@ -17,24 +17,26 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kzgate import __version__, sdnotify
 from kzgate.api.app import READY, make_app
 from kzgate.api.ratelimit import RateLimiter
 from kzgate.api.tls import server_context
-from kzgate.config import Config, HostPort
-from kzgate.dns.local import LocalDns
+from kzgate.config import Config, ConfigError, HostPort, load_config
+from kzgate.dns.local import LocalDns, block_settings
 from kzgate.dns.telemetry import DnsCollector
 from kzgate.dns.workers import WorkerPool
 from kzgate.enforce.base import Enforcer
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
 from kzgate.enforce.dryrun import DryRunEnforcer
 from kzgate.enforce.nft import NftEnforcer, NftError
-from kzgate.keys import load_private_key, load_public_key
+from kzgate.keys import KeyFileError, load_private_key, load_public_key
+from kzgate.logs import setup_logging
 from kzgate.metrics import Metrics, NftCollector
 from kzgate.pipeline import Pipeline
 from kzgate.policy import PolicyIndex
 from kzgate.protocol.trust import IssuerKey, TrustStore
 from kzgate.register.store import Register
-from kzgate.sdnotify import notify
+from kzgate.reload import plan_reload
 
 log = logging.getLogger("kzgate.daemon")
 
@@ -68,6 +70,8 @@ class Daemon:
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
     dns: LocalDns | WorkerPool | None = None
     nft: NftEnforcer | None = None
+    limiter: RateLimiter | None = None
+    _watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -104,20 +108,61 @@ class Daemon:
             self.bound["dns"] = bound[0]
             dns = self.dns
             self.metrics.registry.register(DnsCollector(dns.snapshot))
-        api = make_app(
-            self.pipeline,
-            max_body_bytes=cfg.api.max_body_bytes,
-            limiter=RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst),
-        )
+        self.limiter = RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst)
+        api = make_app(self.pipeline, max_body_bytes=cfg.api.max_body_bytes, limiter=self.limiter)
         tls = server_context(cfg.api.tls_cert, cfg.api.tls_key, cfg.api.client_ca)
         self.bound["api"] = await self._serve(api, cfg.api.listen, tls)
         if cfg.metrics.enabled:
             self.bound["metrics"] = await self._serve(self._metrics_app(), cfg.metrics.listen)
         api[READY][0] = True
-        notify("READY=1\nSTATUS=serving")
+        sdnotify.ready("serving")
+        interval = sdnotify.watchdog_interval()
+        if interval is not None:
+            # Pinged from the event loop itself: if the loop stalls, systemd restarts us.
+            self._watchdog = asyncio.create_task(sdnotify.watchdog(interval), name="watchdog")
         log.info(
             "kzgate ready: %s", ", ".join(f"{k} on {h}:{p}" for k, (h, p) in self.bound.items())
         )
+
+    async def reload(self) -> bool:
+        """SIGHUP: take over what can change live; name what needs a restart.
+
+        A config that does not validate, or names a key file that cannot be
+        read, is refused whole and the running config stays.
+        """
+        sdnotify.reloading()
+        try:
+            return await self._reload()
+        finally:
+            sdnotify.ready("serving")
+
+    async def _reload(self) -> bool:
+        try:
+            new = load_config(self.cfg.source)
+            trust = build_trust(new)
+        except (ConfigError, KeyFileError) as exc:
+            log.error("reload refused, running config kept: %s", str(exc).replace("\n", "; "))
+            return False
+        plan = plan_reload(self.cfg, new)
+        assert self.pipeline is not None
+        self.pipeline.trust = trust
+        merged = plan.merged
+        if self.dns is not None:
+            await self.dns.set_settings(block_settings(merged.dns))
+            if "dns.upstreams" in plan.live:
+                await self.dns.set_upstreams(merged.dns.upstreams)
+        if self.limiter is not None:
+            self.limiter.per_second = merged.api.rate_limit.per_second
+            self.limiter.burst = merged.api.rate_limit.burst
+        setup_logging(merged.log.level, merged.log.format)
+        self.cfg = merged
+        log.info(
+            "reloaded %s: applied %s; needs a restart: %s",
+            self.cfg.source,
+            ", ".join(plan.live) or "nothing changed",
+            ", ".join(plan.restart) or "nothing",
+        )
+        return True
 
     async def _enforcers(self) -> list[Enforcer]:
         cfg = self.cfg
@@ -177,12 +222,40 @@ class Daemon:
             body = generate_latest(registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response(self.live_status())
+
         app = web.Application()
         app.router.add_get("/metrics", scrape)
+        app.router.add_get("/status", status)
         return app
 
+    def live_status(self) -> dict[str, object]:
+        """The daemon's own view, for `kzgate status` (served on the metrics listener)."""
+        enforcers: dict[str, str] = {}
+        if self.pipeline is not None:
+            dirty = self.pipeline.dirty
+            enforcers = {
+                e.name: "repairing" if e.name in dirty else "ok" for e in self.pipeline.enforcers
+            }
+        out: dict[str, object] = {
+            "version": __version__,
+            "ready": "api" in self.bound,
+            "enforcers": enforcers,
+            "listening": {k: f"{h}:{p}" for k, (h, p) in self.bound.items()},
+        }
+        if self.nft is not None:
+            try:
+                drops = self.nft.drop_counters()
+            except Exception:
+                drops = {}
+            out["nft"] = {"elements": self.nft.element_counts(), "dropped_packets": drops}
+        return out
+
     async def stop(self) -> None:
-        notify("STOPPING=1")
+        sdnotify.stopping()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         # Listeners close first and in-flight requests finish (bounded by
         # drain_seconds); only then is the register closed under them.
         for runner in reversed(self.runners):
@@ -212,10 +285,17 @@ async def serve(cfg: Config) -> None:
         log.info("%s: draining", signame)
         stop.set()
 
+    reloads: list[asyncio.Task[bool]] = []
+
+    def on_hup() -> None:
+        if not reloads or reloads[-1].done():  # one reload at a time
+            reloads.append(asyncio.create_task(daemon.reload()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
         await daemon.start()
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         await stop.wait()
     finally:
         await daemon.stop()

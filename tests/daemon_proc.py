@@ -11,8 +11,9 @@ READY = re.compile(r"kzgate ready: (.*)")
 
 
 class DaemonProcess:
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.env = env
         self.proc: asyncio.subprocess.Process | None = None
         self.ports: dict[str, int] = {}
         self.log: list[str] = []
@@ -27,6 +28,7 @@ class DaemonProcess:
             str(self.config),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            env=self.env,
         )
         assert self.proc.stderr is not None
         async with asyncio.timeout(timeout):
@@ -51,6 +53,19 @@ class DaemonProcess:
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until a log line containing ``text`` appears; return it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.log:
+                    if text in line:
+                        return line
+                await asyncio.sleep(0.05)
 
     async def wait(self) -> int:
         assert self.proc is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from kzgate.config import DnsConfig, HostPort
@@ -11,6 +12,8 @@ from kzgate.dns.telemetry import DnsSnapshot, UpstreamTimer
 from kzgate.dns.types import BlockSettings, DnsStats
 from kzgate.dns.upstream import Upstreams
 from kzgate.policy import PolicyIndex
+
+UPSTREAM_GRACE_SECONDS = 10.0
 
 
 def block_settings(cfg: DnsConfig) -> BlockSettings:
@@ -54,5 +57,15 @@ class LocalDns:
     def snapshot(self) -> DnsSnapshot:
         return DnsSnapshot.of(self.stats, self.timer)
 
-    def set_settings(self, settings: BlockSettings) -> None:
+    async def set_settings(self, settings: BlockSettings) -> None:
         self.engine.settings = settings
+
+    async def set_upstreams(self, servers: Sequence[HostPort]) -> None:
+        fresh = Upstreams([(u.host, u.port) for u in servers], observe=self.timer.observe)
+        await fresh.start()
+        old, self.upstreams = self.upstreams, fresh
+        self.server.use_upstreams(fresh)
+        # Let queries already waiting on the old sockets finish before closing them.
+        asyncio.get_running_loop().call_later(
+            UPSTREAM_GRACE_SECONDS, lambda: asyncio.ensure_future(old.close())
+        )

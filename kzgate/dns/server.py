@@ -55,6 +55,10 @@ class DnsServer:
         self._last_error = float("-inf")
         self._closing = False
 
+    def use_upstreams(self, upstreams: Upstreams) -> None:
+        """Forward new queries to ``upstreams`` (config reload); queries in flight finish."""
+        self._upstreams = upstreams
+
     async def start(self) -> list[tuple[str, int]]:
         """Bind UDP and TCP on every listen address; the (host, port) pairs bound."""
         try:

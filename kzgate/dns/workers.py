@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import pickle
@@ -140,6 +141,11 @@ class WorkerPool:
     async def set_settings(self, settings: BlockSettings) -> None:
         self._settings = settings
         await self._broadcast("settings", settings)
+
+    async def set_upstreams(self, servers: Sequence[HostPort]) -> None:
+        # New forks read upstreams from self.cfg; the running ones are told.
+        self.cfg = dataclasses.replace(self.cfg, upstreams=tuple(servers))
+        await self._broadcast("upstreams", tuple(servers))
 
     async def _broadcast(self, kind: str, payload: object) -> None:
         self._seq += 1
@@ -268,7 +274,7 @@ async def _serve_child(
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     resolver = LocalDns(index, cfg, listen, reuse_port=True)
     if settings is not None:
-        resolver.set_settings(settings)
+        await resolver.set_settings(settings)
     writer.write(_frame(("ready", await resolver.start())))
 
     async def report() -> None:
@@ -288,7 +294,9 @@ async def _serve_child(
             elif kind == "state":
                 await DnsIndexEnforcer(index).reconcile(payload)
             elif kind == "settings":
-                resolver.set_settings(payload)
+                await resolver.set_settings(payload)
+            elif kind == "upstreams":
+                await resolver.set_upstreams(payload)
             writer.write(_frame(("ack", seq)))
             # Send the acknowledgement and the latest counters together.
             writer.write(_frame(("stats", resolver.snapshot())))

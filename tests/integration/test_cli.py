@@ -154,3 +154,26 @@ def test_nftables_in_a_missing_namespace_is_one_clear_line(tmp_path: Path, pki: 
     assert result.returncode != 0
     assert "nftables" in result.stderr and "kzg-no-such-namespace" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_status_summarises_a_running_daemon(tmp_path: Path, pki: Path) -> None:
+    from daemon_proc import DaemonProcess
+
+    config = write_config(tmp_path, pki, metrics_port=0)
+    daemon = DaemonProcess(config)
+    await daemon.start()
+    try:
+        # The metrics listener's port is only known now: point the config at it.
+        data = yaml.safe_load(config.read_text())
+        data["metrics"]["listen"] = f"127.0.0.1:{daemon.ports['metrics']}"
+        config.write_text(yaml.safe_dump(data))
+        result = kzgate("status", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert "running, ready" in result.stdout
+        assert "dns ok" in result.stdout and "dryrun ok" in result.stdout
+        assert "last task     none yet" in result.stdout
+    finally:
+        daemon.kill()
+        await daemon.wait()
+    stopped = kzgate("status", "--config", str(config))
+    assert "NOT RUNNING" in stopped.stdout

@@ -52,11 +52,14 @@ async def daemon(tmp_path: Path, pki: Path) -> AsyncIterator[Daemon]:
 async def push(daemon: Daemon, pki: Path, body: bytes) -> dict[str, object]:
     host, port = daemon.bound["api"]
     connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
-    async with aiohttp.ClientSession(connector=connector) as session, session.post(
-        f"https://{host}:{port}/v1/tasks",
-        data=body,
-        headers={"Content-Type": "application/jose"},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(
+            f"https://{host}:{port}/v1/tasks",
+            data=body,
+            headers={"Content-Type": "application/jose"},
+        ) as resp,
+    ):
         assert resp.status == 200
         return await resp.json()  # type: ignore[no-any-return]
 

@@ -1,0 +1,83 @@
+"""`kzgate status`: a summary an engineer reads in five seconds.
+
+``render`` is pure: the register's statistics and, when the daemon answers,
+its live view (from GET /status on the metrics listener) in; text out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from kzgate.config import HostPort
+
+KINDS = ("domain", "ip", "cidr", "url", "app")
+STATUSES = ("active", "resumed", "pending", "cancelled")
+
+
+def fetch_live(metrics: HostPort, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The running daemon's own view, or None when it does not answer."""
+    host = f"[{metrics.host}]" if ":" in metrics.host else metrics.host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{metrics.port}/status", timeout=timeout) as r:
+            return dict(json.loads(r.read()))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def render(
+    stats: Mapping[str, Any], gaps: Mapping[str, list[int]], live: Mapping[str, Any] | None
+) -> str:
+    lines = []
+    if live is None:
+        lines.append("daemon        NOT RUNNING (metrics listener does not answer)")
+    else:
+        state = "ready" if live.get("ready") else "starting"
+        lines.append(f"daemon        running, {state}  (kzgate {live.get('version', '?')})")
+        enforcers = live.get("enforcers", {})
+        lines.append(
+            "enforcers     "
+            + "   ".join(f"{name} {health}" for name, health in sorted(enforcers.items()))
+        )
+        nft = live.get("nft")
+        if nft:
+            elements = nft.get("elements", {})
+            drops = nft.get("dropped_packets", {})
+            lines.append(
+                "nftables      "
+                + "   ".join(
+                    f"{fam}: {elements.get(fam, 0):,} prefixes, {drops.get(fam, 0):,} dropped"
+                    for fam in ("ipv4", "ipv6")
+                )
+            )
+    instructions = stats.get("instructions", {})
+    lines.append("instructions  " + "   ".join(f"{s} {instructions.get(s, 0):,}" for s in STATUSES))
+    targets = stats.get("targets", {})
+    lines.append("targets       " + "   ".join(f"{k} {targets.get(k, 0):,}" for k in KINDS))
+    gap_text = [
+        f"{issuer}: {len(missing)} missing ({', '.join(map(str, missing[:5]))}"
+        + (", …)" if len(missing) > 5 else ")")
+        for issuer, missing in sorted(gaps.items())
+        if missing
+    ]
+    lines.append("seq gaps      " + ("   ".join(gap_text) if gap_text else "none"))
+    lines.append("last task     " + _last_task(stats.get("last_task")))
+    return "\n".join(lines)
+
+
+def _last_task(last: Mapping[str, Any] | None) -> str:
+    if not last:
+        return "none yet"
+    text = f"{last['iss']}/{last['id']} {last['type']}, received {last['received_at']}"
+    if last.get("applied_at"):
+        took = dt.datetime.fromisoformat(last["applied_at"]) - dt.datetime.fromisoformat(
+            last["received_at"]
+        )
+        text += f", applied in {took.total_seconds() * 1000:.1f} ms"
+    else:
+        text += ", NOT yet applied everywhere"
+    return text

@@ -1,0 +1,41 @@
+from kzgate.status import render
+
+STATS = {
+    "instructions": {"active": 3, "resumed": 1},
+    "targets": {"domain": 1200, "ip": 2},
+    "last_task": {
+        "iss": "mci",
+        "id": "t-9",
+        "type": "restrict",
+        "received_at": "2026-11-22T10:15:00.000000+05:00",
+        "applied_at": "2026-11-22T10:15:00.004200+05:00",
+    },
+}
+
+
+def test_running_daemon_summary() -> None:
+    live = {
+        "ready": True,
+        "version": "0.1.0",
+        "enforcers": {"dns": "ok", "nft": "repairing"},
+        "nft": {"elements": {"ipv4": 10, "ipv6": 1}, "dropped_packets": {"ipv4": 7}},
+    }
+    text = render(STATS, {"mci": [4, 5], "sts": []}, live)
+    assert "running, ready" in text
+    assert "dns ok   nft repairing" in text
+    assert "ipv4: 10 prefixes, 7 dropped" in text
+    assert "active 3   resumed 1   pending 0" in text
+    assert "domain 1,200   ip 2   cidr 0" in text
+    assert "mci: 2 missing (4, 5)" in text and "sts" not in text
+    assert "applied in 4.2 ms" in text
+
+
+def test_stopped_daemon_and_empty_register() -> None:
+    text = render({}, {}, None)
+    assert "NOT RUNNING" in text
+    assert "seq gaps      none" in text and "last task     none yet" in text
+
+
+def test_unapplied_last_task_is_called_out() -> None:
+    stats = dict(STATS, last_task=dict(STATS["last_task"], applied_at=None))  # type: ignore[arg-type]
+    assert "NOT yet applied everywhere" in render(stats, {}, None)
