@@ -127,7 +127,12 @@ class Register:
         if not path.exists():
             if not create:
                 raise RegisterError(f"{path}: register not found")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RegisterError(
+                    f"{path}: cannot create the state directory {path.parent}: {exc.strerror}"
+                ) from None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:

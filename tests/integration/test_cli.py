@@ -177,3 +177,13 @@ async def test_status_summarises_a_running_daemon(tmp_path: Path, pki: Path) -> 
         await daemon.wait()
     stopped = kzgate("status", "--config", str(config))
     assert "NOT RUNNING" in stopped.stdout
+
+
+def test_unusable_state_directory_is_one_clear_line(tmp_path: Path, pki: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = write_config(tmp_path, pki, register={"path": str(blocker / "kzgate.db")})
+    result = kzgate("run", "--config", str(config))
+    assert result.returncode != 0
+    assert "state directory" in result.stderr and str(blocker) in result.stderr
+    assert "Traceback" not in result.stderr
