@@ -84,6 +84,10 @@ class Pipeline:
         self._stored_state = StoredState(0, {}, {})
         self._repair_task: asyncio.Task[None] | None = None
         metrics.watch_stored_state(lambda: self._stored_state)
+        for enforcer in self.enforcers:
+            # Present at 0 from the start, so increase() in alert rules sees them.
+            metrics.enforcer_errors.labels(enforcer.name)
+            metrics.drift_repairs.labels(enforcer.name)
 
     async def in_register(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a blocking register call on the register's own thread."""
