@@ -340,5 +340,6 @@ class Pipeline:
         return StoredState(
             instructions_active=self.register.active_instruction_count(),
             targets_active={k: counts[k] for k in ("domain", "ip", "cidr", "url", "app")},
-            seq_gaps=self.register.seq_gap_counts(),
+            # Every configured issuer has a series, at 0 until it is missing something.
+            seq_gaps={**dict.fromkeys(self.trust.issuers(), 0), **self.register.seq_gap_counts()},
         )
