@@ -102,15 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--cert-key", type=Path, help="client certificate's key (PEM)")
     push.set_defaults(func=cmd_task_push)
 
+    export = sub.add_parser("export", help="export enforced state").add_subparsers(metavar="WHAT")
+    rpz = export.add_parser("rpz", help="write the RPZ zone file (for air-gapped resolvers)")
+    rpz.add_argument("file", type=Path)
+    rpz.add_argument("--config", default=DEFAULT_CONFIG)
+    rpz.set_defaults(func=cmd_export_rpz)
+
     audit = sub.add_parser("audit", help="the audit chain").add_subparsers(metavar="ACTION")
     verify = audit.add_parser("verify", help="prove the audit chain unbroken")
     verify.add_argument("--config", default=DEFAULT_CONFIG)
     verify.set_defaults(func=cmd_audit_verify)
-    export = audit.add_parser("export", help="export the audit log")
-    export.add_argument("--config", default=DEFAULT_CONFIG)
-    export.add_argument("--format", choices=["json", "csv"], default="json")
-    export.add_argument("--output", type=Path)
-    export.set_defaults(func=cmd_audit_export)
+    audit_export = audit.add_parser("export", help="export the audit log")
+    audit_export.add_argument("--config", default=DEFAULT_CONFIG)
+    audit_export.add_argument("--format", choices=["json", "csv"], default="json")
+    audit_export.add_argument("--output", type=Path)
+    audit_export.set_defaults(func=cmd_audit_export)
     return p
 
 
@@ -325,6 +331,21 @@ def cmd_task_push(args: argparse.Namespace) -> int:
         return 1
     except urllib.error.URLError as exc:
         return _fail(f"cannot reach {args.url}: {exc.reason}")
+
+
+def cmd_export_rpz(args: argparse.Namespace) -> int:
+    from kzgate.rpz.export import export_rpz
+
+    cfg = _load(args.config)
+    register = _open_register(cfg)
+    try:
+        state = register.state.snapshot()
+    finally:
+        register.close()
+    sinkholes = (cfg.dns.sinkhole_ipv4, cfg.dns.sinkhole_ipv6)
+    count = export_rpz(state, cfg.rpz, cfg.dns.block_mode, sinkholes, args.file)
+    print(f"wrote {args.file}: {count} records, zone {cfg.rpz.origin}")
+    return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:

@@ -37,6 +37,10 @@ NFT_HOOKS: tuple[str, ...] = ("forward", "output")
 NFT_MODES: tuple[NftMode, ...] = ("full", "set-only")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+RpzActionSetting = Literal["from_block_mode", "nxdomain", "nodata", "sinkhole"]
+RPZ_ACTIONS: tuple[RpzActionSetting, ...] = ("from_block_mode", "nxdomain", "nodata", "sinkhole")
+# HMAC algorithms of RFC 8945 section 6 that dnspython implements; MD5 and SHA-1 left out
+TSIG_ALGORITHMS: tuple[str, ...] = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224")
 
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _NFT_TABLE = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -189,6 +193,31 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TsigConfig:
+    name: str  # absolute key name, lower case, with the trailing dot
+    algorithm: str
+    secret_file: Path  # base64 text; read when the RPZ enforcer starts
+
+
+@dataclass(frozen=True, slots=True)
+class RpzConfig:
+    """The RPZ primary: a zone served to the operator's resolvers by AXFR/IXFR."""
+
+    enabled: bool = False
+    origin: str = "rpz.kzgate."  # absolute, lower case, with the trailing dot
+    listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 5300),)
+    notify: tuple[HostPort, ...] = (HostPort("127.0.0.1", 5301),)
+    allow_transfer: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    tsig: TsigConfig | None = None
+    ip_triggers: bool = False
+    ixfr_history: int = 100
+    action: RpzActionSetting = "from_block_mode"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path
     operator: OperatorConfig
@@ -199,6 +228,7 @@ class Config:
     register: RegisterConfig
     metrics: MetricsConfig
     log: LogConfig
+    rpz: RpzConfig = field(default_factory=RpzConfig)
 
 
 # --- reading: errors are collected, never raised one by one ------------------
@@ -297,6 +327,15 @@ class _Table:
     def child(self, name: str) -> _Table:
         value = self._raw(name)
         return _Table(self._errors, self.key(name), None if value is _ABSENT else value)
+
+    def optional_child(self, name: str) -> _Table | None:
+        """A mapping whose absence, or an explicit null, means "not set"."""
+        value = self._raw(name)
+        return (
+            None
+            if value is _ABSENT or value is None
+            else _Table(self._errors, self.key(name), value)
+        )
 
     def children(self, name: str) -> list[_Table]:
         """A required, non-empty list of mappings."""
@@ -462,6 +501,22 @@ def _table_name(value: object) -> str:
     return value
 
 
+def _dns_name(value: object) -> str:
+    """An absolute DNS name (LDH labels, as zone and key names are), lower case, dot-ended."""
+    text = _string(value).lower()
+    labels = text.removesuffix(".").split(".")
+    if not (len(text) <= 253 and all(_LABEL.fullmatch(label) for label in labels)):
+        raise _Bad(f"must be a domain name such as rpz.example. (got {_describe(value)})")
+    return text.removesuffix(".") + "."
+
+
+def _prefix(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(_string(value), strict=True)
+    except ValueError as exc:
+        raise _Bad(f"must be an IP prefix such as 192.0.2.0/24 ({exc})") from None
+
+
 # --- sections ----------------------------------------------------------------
 
 
@@ -604,6 +659,36 @@ def _log(t: _Table) -> LogConfig:
     return cfg
 
 
+def _tsig(t: _Table, base: Path) -> TsigConfig:
+    cfg = TsigConfig(
+        name=t.require("name", _dns_name, ""),
+        algorithm=t.get("algorithm", _choice(TSIG_ALGORITHMS), "hmac-sha256"),
+        secret_file=t.require("secret_file", _path(base), Path()),
+    )
+    t.close()
+    return cfg
+
+
+def _rpz(t: _Table, base: Path) -> RpzConfig:
+    d = RpzConfig()
+    tsig = t.optional_child("tsig")
+    cfg = RpzConfig(
+        enabled=t.get("enabled", _boolean, d.enabled),
+        origin=t.get("origin", _dns_name, d.origin),
+        listen=t.get_list("listen", _hostport(listen=True), d.listen),
+        notify=t.get_list("notify", _hostport(listen=False), d.notify),
+        allow_transfer=t.get_list("allow_transfer", _prefix, d.allow_transfer),
+        tsig=_tsig(tsig, base) if tsig is not None else None,
+        ip_triggers=t.get("ip_triggers", _boolean, d.ip_triggers),
+        ixfr_history=t.get("ixfr_history", _integer(0, 100_000), d.ixfr_history),
+        action=cast(RpzActionSetting, t.get("action", _choice(RPZ_ACTIONS), "from_block_mode")),
+    )
+    if cfg.enabled and not cfg.listen:
+        t.error("listen", "must name at least one address when rpz is enabled")
+    t.close()
+    return cfg
+
+
 def parse_config(data: object, source: Path) -> Config:
     """Build a Config from an already-parsed YAML document, or raise ConfigError.
 
@@ -625,6 +710,7 @@ def parse_config(data: object, source: Path) -> Config:
         register=_register(root.child("register"), base),
         metrics=_metrics(root.child("metrics")),
         log=_log(root.child("log")),
+        rpz=_rpz(root.child("rpz"), base),
     )
     root.close()
     if errors.items:
@@ -698,6 +784,8 @@ def missing_files(cfg: Config) -> list[str]:
         ("api.tls_key", cfg.api.tls_key),
         ("api.client_ca", cfg.api.client_ca),
     ]
+    if cfg.rpz.enabled and cfg.rpz.tsig is not None:
+        named.append(("rpz.tsig.secret_file", cfg.rpz.tsig.secret_file))
     for i, issuer in enumerate(cfg.issuers):
         for j, issuer_key in enumerate(issuer.keys):
             named.append((f"issuers[{i}].keys[{j}].public_key", issuer_key.public_key))

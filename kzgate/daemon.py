@@ -37,6 +37,7 @@ from kzgate.policy import PolicyIndex
 from kzgate.protocol.trust import IssuerKey, TrustStore
 from kzgate.register.store import Register
 from kzgate.reload import plan_reload
+from kzgate.rpz.enforcer import RpzEnforcer, RpzError
 
 log = logging.getLogger("kzgate.daemon")
 
@@ -70,6 +71,7 @@ class Daemon:
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
     dns: LocalDns | WorkerPool | None = None
     nft: NftEnforcer | None = None
+    rpz: RpzEnforcer | None = None
     limiter: RateLimiter | None = None
     _watchdog: asyncio.Task[None] | None = None
 
@@ -104,6 +106,13 @@ class Daemon:
             bound = await self.dns.start()
         elif isinstance(self.dns, WorkerPool):
             bound = self.dns.bound
+        if self.rpz is not None:
+            # Bound only now: a secondary must never transfer the zone before it
+            # holds the register's state (that would briefly lift every block).
+            try:
+                self.bound["rpz"] = (await self.rpz.start())[0]
+            except OSError as exc:
+                raise StartupError(f"cannot listen for rpz: {exc.strerror or exc}") from None
         if self.dns is not None:
             self.bound["dns"] = bound[0]
             dns = self.dns
@@ -172,6 +181,18 @@ class Daemon:
         if cfg.dns.enabled and cfg.dns.workers > 1:
             self.dns = WorkerPool(self.index, cfg.dns)
             enforcers.append(self.dns)
+        if cfg.rpz.enabled:
+            try:
+                self.rpz = RpzEnforcer(
+                    cfg.rpz,
+                    block_mode=cfg.dns.block_mode,
+                    sinkhole_ipv4=cfg.dns.sinkhole_ipv4,
+                    sinkhole_ipv6=cfg.dns.sinkhole_ipv6,
+                    metrics_registry=self.metrics.registry,
+                )
+            except RpzError as exc:
+                raise StartupError(f"{cfg.source}: rpz: {exc}") from None
+            enforcers.append(self.rpz)
         if not cfg.nftables.enabled:
             enforcers.append(DryRunEnforcer())  # logs what IP targets would do
             return enforcers
@@ -268,6 +289,8 @@ class Daemon:
             await self.pipeline.close()
         if self.nft is not None:
             await self.nft.close()  # the table and its elements stay: fail closed
+        if self.rpz is not None:
+            await self.rpz.close()
 
 
 async def serve(cfg: Config) -> None:

@@ -502,3 +502,77 @@ def test_missing_files(tmp_path: Path) -> None:
     assert missing_files(cfg) == [
         f"{source}: api.client_ca: not a regular file: {tmp_path / 't/ca.crt'}"
     ]
+
+
+# --- rpz -------------------------------------------------------------------------
+
+
+def test_rpz_defaults_leave_it_off(tmp_path: Path) -> None:
+    from kzgate.config import RpzConfig
+
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert cfg.rpz == RpzConfig()
+    assert cfg.rpz.enabled is False and cfg.rpz.tsig is None
+    assert cfg.rpz.origin == "rpz.kzgate."
+    assert cfg.rpz.listen == (HostPort("127.0.0.1", 5300),)
+    assert cfg.rpz.notify == (HostPort("127.0.0.1", 5301),)
+    assert [str(n) for n in cfg.rpz.allow_transfer] == ["127.0.0.1/32", "::1/128"]
+    assert (cfg.rpz.ip_triggers, cfg.rpz.ixfr_history, cfg.rpz.action) == (
+        False,
+        100,
+        "from_block_mode",
+    )
+
+
+def test_rpz_section(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "rpz:\n"
+        "  enabled: true\n"
+        "  origin: RPZ.Example.KZ\n"
+        "  listen: ['127.0.0.1:0', '[::1]:5300']\n"
+        "  notify: [192.0.2.53:53]\n"
+        "  allow_transfer: [10.0.0.0/8, '2001:db8::/32']\n"
+        "  tsig: {name: kzgate-xfr, secret_file: keys/xfr.tsig}\n"
+        "  ip_triggers: true\n"
+        "  ixfr_history: 5\n"
+        "  action: nodata\n"
+    )
+    cfg = load_config(write(tmp_path, text)).rpz
+    assert cfg.origin == "rpz.example.kz."
+    assert cfg.listen == (HostPort("127.0.0.1", 0), HostPort("::1", 5300))
+    assert cfg.notify == (HostPort("192.0.2.53", 53),)
+    assert [str(n) for n in cfg.allow_transfer] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert cfg.tsig is not None
+    assert (cfg.tsig.name, cfg.tsig.algorithm) == ("kzgate-xfr.", "hmac-sha256")
+    assert cfg.tsig.secret_file == tmp_path / "keys/xfr.tsig"
+    assert (cfg.ip_triggers, cfg.ixfr_history, cfg.action) == (True, 5, "nodata")
+
+
+def test_rpz_errors_name_the_key(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "rpz:\n"
+        "  origin: 'not a name'\n"
+        "  allow_transfer: [10.0.0.1/8]\n"
+        "  tsig: {name: k., algorithm: hmac-md5, secrets: x}\n"
+        "  action: drop\n"
+        "  ixfr_history: -1\n"
+        "  colour: blue\n"
+    )
+    errors = "\n".join(errors_of(tmp_path, text))
+    for key in (
+        "rpz.origin",
+        "rpz.allow_transfer[0]",
+        "rpz.tsig.algorithm",
+        "rpz.tsig.secret_file: required",
+        "rpz.tsig.secrets: unknown key",
+        "rpz.action",
+        "rpz.ixfr_history",
+        "rpz.colour: unknown key",
+    ):
+        assert f"kzgate.yaml: {key}" in errors, key
+
+
+def test_rpz_tsig_secret_is_a_needed_file(tmp_path: Path) -> None:
+    text = MINIMAL + "rpz: {enabled: true, tsig: {name: k., secret_file: xfr.tsig}}\n"
+    cfg = load_config(write(tmp_path, text))
+    assert any("rpz.tsig.secret_file: no such file" in m for m in missing_files(cfg))
