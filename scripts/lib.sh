@@ -15,7 +15,15 @@ apt_install() {
     [ $# -gt 0 ] || return 0
     echo "kzgate: installing Debian packages: $*" >&2
     if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq >&2; APT_UPDATED=1; fi
+    # Install servers (bind9, unbound, prometheus) without starting them: the
+    # tests start their own on loopback ports. A policy-rc.d saying "no" does that.
+    local policy=/usr/sbin/policy-rc.d added=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"; added=1
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+    [ -z "$added" ] || as_root rm -f "$policy"
 }
 
 # Each argument is COMMAND:PACKAGE; the package is installed only when the command is missing.

@@ -31,6 +31,18 @@ class DaemonProcess:
             env=self.env,
         )
         assert self.proc.stderr is not None
+        try:
+            await self._await_ready(timeout)
+        except BaseException:
+            # Never leave a half-started daemon behind.
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+            raise
+        self._drain = asyncio.create_task(self._read_rest())
+
+    async def _await_ready(self, timeout: float) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
         async with asyncio.timeout(timeout):
             while True:
                 line = (await self.proc.stderr.readline()).decode()
@@ -43,7 +55,6 @@ class DaemonProcess:
                         name, _, where = part.partition(" on ")
                         self.ports[name] = int(where.rsplit(":", 1)[1])
                     break
-        self._drain = asyncio.create_task(self._read_rest())
 
     async def _read_rest(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
