@@ -61,20 +61,14 @@ class PolicyIndex:
 
     def lookup_wire(self, qname: bytes) -> InstructionRef | None:
         """Match a lower-case wire-form name (ending in the root octet) and its parents."""
-        names = self._names
-        off = 0
-        end = len(qname) - 1
-        while off < end:
-            ref = names.get(qname[off:])
-            if ref is not None:
-                return ref
-            off += qname[off] + 1
-        return None
+        hit = self.lookup_wire_at(qname)
+        return None if hit is None else hit[1]
 
     def lookup_wire_at(self, qname: bytes) -> tuple[int, InstructionRef] | None:
-        """Like lookup_wire, with the offset in ``qname`` where the matched suffix starts.
+        """The matched instruction, and the offset in ``qname`` where the matched suffix
+        starts (the DNS engine points the block answer's SOA owner at it).
 
-        The DNS engine points the block answer's SOA owner at that offset.
+        One dict probe per label, from the whole name up to the TLD.
         """
         names = self._names
         off = 0

@@ -118,3 +118,19 @@ def dump_register(db: Path) -> str:
     finally:
         con.close()
     return hashlib.sha256(json.dumps(out, default=repr).encode()).hexdigest()
+
+
+async def push_task(port: int, pki: Path, body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST a signed task to the API on 127.0.0.1:``port`` with the client certificate."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(
+            f"https://127.0.0.1:{port}/v1/tasks",
+            data=body,
+            headers={"Content-Type": "application/jose"},
+        ) as resp,
+    ):
+        return resp.status, await resp.json()

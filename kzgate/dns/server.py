@@ -10,22 +10,19 @@ chooses uvloop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
-import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from kzgate.config import HostPort
 from kzgate.dns.engine import Engine
+from kzgate.dns.sockets import bind_udp_tcp
 from kzgate.dns.types import Forward
 from kzgate.dns.upstream import Upstreams
 
 log = logging.getLogger(__name__)
 
-_RCVBUF = 4 << 20  # absorbs bursts while the loop is busy; capped by net.core.rmem_max
 _MAX_FORWARDS = 10_000  # UDP queries waiting on upstreams; beyond this, SERVFAIL at once
 
 
@@ -80,53 +77,19 @@ class DnsServer:
         self._udp, self._tcp = [], []
 
     async def _bind(self, host: str, port: int) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-        family, addr = infos[0][0], infos[0][4]
-        # Port 0: UDP picks a free port, then TCP must get the same one; the
-        # TCP port may be taken, so try again with another.
-        for _ in range(20 if port == 0 else 1):
-            udp = self._socket(family, socket.SOCK_DGRAM, addr)
-            bound = udp.getsockname()
-            try:
-                tcp = self._socket(family, socket.SOCK_STREAM, (addr[0], bound[1], *addr[2:]))
-            except OSError as exc:
-                udp.close()
-                if port == 0 and exc.errno == errno.EADDRINUSE:
-                    continue
-                raise
-            try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpListener(self._engine, self), sock=udp
-                )
-                self._udp.append(transport)
-                self._tcp.append(
-                    await asyncio.start_server(self._tcp_client, sock=tcp, backlog=1024)
-                )
-            except BaseException:
-                udp.close()
-                tcp.close()
-                raise
-            return bound[0], bound[1]
-        raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {host}")
-
-    def _socket(self, family: int, kind: int, addr: tuple[Any, ...]) -> socket.socket:
-        sock = socket.socket(family, kind)
+        udp, tcp = await bind_udp_tcp(host, port, reuse_port=self._reuse_port, big_rcvbuf=True)
+        bound = udp.getsockname()
         try:
-            if family == socket.AF_INET6:  # so [::] and 0.0.0.0 can both be listed
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if kind == socket.SOCK_STREAM:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            else:
-                _grow_rcvbuf(sock)
-            if self._reuse_port:  # dns.workers > 1: the kernel spreads packets over processes
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(addr)
-            sock.setblocking(False)
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _UdpListener(self._engine, self), sock=udp
+            )
+            self._udp.append(transport)
+            self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp, backlog=1024))
         except BaseException:
-            sock.close()
+            udp.close()
+            tcp.close()
             raise
-        return sock
+        return bound[0], bound[1]
 
     def forward(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
         """Finish a forwarded UDP query in a task; SERVFAIL at once when too many wait."""
@@ -263,14 +226,3 @@ class _UdpListener(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier answers (a client gone away): nothing to do
         log.debug("UDP listener: %s", exc)
-
-
-def _grow_rcvbuf(sock: socket.socket) -> None:
-    # SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN; otherwise take what is allowed.
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    if force is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, force, _RCVBUF)
-            return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)

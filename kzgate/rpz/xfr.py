@@ -9,13 +9,12 @@ back instead of growing our buffer) and followed by a yield to the loop, so a
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from kzgate.config import HostPort
+from kzgate.dns.sockets import bind_udp_tcp
 from kzgate.rpz.answer import Answer
 
 log = logging.getLogger(__name__)
@@ -54,25 +53,18 @@ class XfrServer:
         self._udp, self._tcp = [], []
 
     async def _bind(self, host: str, port: int) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-        family, addr = infos[0][0], infos[0][4]
-        # Port 0: UDP picks a free port and TCP must get the same one; retry if taken.
-        for _ in range(20 if port == 0 else 1):
-            udp = _socket(family, socket.SOCK_DGRAM, addr)
-            bound = udp.getsockname()
-            try:
-                tcp = _socket(family, socket.SOCK_STREAM, (addr[0], bound[1], *addr[2:]))
-            except OSError as exc:
-                udp.close()
-                if port == 0 and exc.errno == errno.EADDRINUSE:
-                    continue
-                raise
+        udp, tcp = await bind_udp_tcp(host, port)
+        bound = udp.getsockname()
+        try:
+            loop = asyncio.get_running_loop()
             transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
             self._udp.append(transport)
             self._tcp.append(await asyncio.start_server(self._client, sock=tcp))
-            return bound[0], bound[1]
-        raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {host}")
+        except BaseException:
+            udp.close()
+            tcp.close()
+            raise
+        return bound[0], bound[1]
 
     def udp_query(
         self, data: bytes, addr: tuple[Any, ...], transport: asyncio.DatagramTransport
@@ -143,18 +135,3 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("RPZ UDP listener: %s", exc)
-
-
-def _socket(family: int, kind: int, addr: tuple[Any, ...]) -> socket.socket:
-    sock = socket.socket(family, kind)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

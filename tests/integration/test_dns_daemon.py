@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from dnsfake import FakeDns
-from kzfixtures import Regulator, client_ssl, write_config
+from kzfixtures import Regulator, push_task, write_config
 
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
@@ -56,17 +56,8 @@ async def dig(daemon: Daemon, *args: str) -> str:
 
 
 async def push(daemon: Daemon, pki: Path, body: bytes) -> None:
-    host, port = daemon.bound["api"]
-    connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(
-            f"https://{host}:{port}/v1/tasks",
-            data=body,
-            headers={"Content-Type": "application/jose"},
-        ) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
+    status, answer = await push_task(daemon.bound["api"][1], pki, body)
+    assert status == 200, answer
 
 
 async def test_restrict_and_resume_change_dig_answers_at_once(

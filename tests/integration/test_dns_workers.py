@@ -10,10 +10,9 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from dnslib import DNSRecord
-from kzfixtures import Regulator, client_ssl, write_config
+from kzfixtures import Regulator, push_task, write_config
 
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
@@ -50,18 +49,9 @@ async def daemon(tmp_path: Path, pki: Path) -> AsyncIterator[Daemon]:
 
 
 async def push(daemon: Daemon, pki: Path, body: bytes) -> dict[str, object]:
-    host, port = daemon.bound["api"]
-    connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(
-            f"https://{host}:{port}/v1/tasks",
-            data=body,
-            headers={"Content-Type": "application/jose"},
-        ) as resp,
-    ):
-        assert resp.status == 200
-        return await resp.json()  # type: ignore[no-any-return]
+    status, answer = await push_task(daemon.bound["api"][1], pki, body)
+    assert status == 200, answer
+    return answer
 
 
 async def test_a_block_reaches_every_worker_before_the_receipt(daemon: Daemon, pki: Path) -> None:

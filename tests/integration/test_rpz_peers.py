@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 from daemon_proc import DaemonProcess
 from dnsfake import FakeDns
-from kzfixtures import Regulator, client_ssl, write_config
+from kzfixtures import Regulator, push_task, write_config
 from prometheus_client.parser import text_string_to_metric_families
 from rpzpeers import (
     KDIG,
@@ -191,17 +191,9 @@ class Fleet:
 
     async def push(self, body: bytes) -> float:
         """POST a signed task; the monotonic time its receipt arrived."""
-        connector = aiohttp.TCPConnector(ssl=client_ssl(self.pki))
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            session.post(
-                f"https://127.0.0.1:{self.kzgate.ports['api']}/v1/tasks",
-                data=body,
-                headers={"Content-Type": "application/jose"},
-            ) as resp,
-        ):
-            assert resp.status == 200, await resp.text()
-            return time.monotonic()
+        status, answer = await push_task(self.kzgate.ports["api"], self.pki, body)
+        assert status == 200, answer
+        return time.monotonic()
 
     async def restrict(self, number: str, *targets: str) -> float:
         return await self.push(self.regulator.sign(self.regulator.restrict(number, *targets)))

@@ -9,11 +9,10 @@ import socket
 import time
 from pathlib import Path
 
-import aiohttp
 import yaml
 from daemon_proc import DaemonProcess
 from dnslib import DNSRecord
-from kzfixtures import Regulator, client_ssl, write_config
+from kzfixtures import Regulator, push_task, write_config
 
 
 def notify_socket(tmp_path: Path) -> socket.socket:
@@ -40,16 +39,7 @@ def dns_rcode(port: int, name: str) -> int:
 
 
 async def post(port: int, pki: Path, body: bytes) -> tuple[int, dict[str, object]]:
-    connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(
-            f"https://127.0.0.1:{port}/v1/tasks",
-            data=body,
-            headers={"Content-Type": "application/jose"},
-        ) as resp,
-    ):
-        return resp.status, await resp.json()
+    return await push_task(port, pki, body)
 
 
 async def test_sighup_reloads_live_settings_and_refuses_a_bad_config(

@@ -1,0 +1,68 @@
+"""Listening sockets for DNS-speaking servers: UDP and TCP on one address and port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from typing import Any
+
+RCVBUF_BYTES = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
+
+
+async def bind_udp_tcp(
+    host: str, port: int, *, reuse_port: bool = False, big_rcvbuf: bool = False
+) -> tuple[socket.socket, socket.socket]:
+    """A bound, non-blocking UDP and TCP socket pair on ``host``:``port``.
+
+    Port 0 means any free port, the same for both: UDP picks one and TCP must
+    get it too; if TCP finds it taken, another is tried.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    family, addr = infos[0][0], infos[0][4]
+    for _ in range(20 if port == 0 else 1):
+        udp = _bound(family, socket.SOCK_DGRAM, addr, reuse_port, big_rcvbuf)
+        bound = udp.getsockname()
+        try:
+            tcp = _bound(family, socket.SOCK_STREAM, (addr[0], bound[1], *addr[2:]), reuse_port)
+        except OSError as exc:
+            udp.close()
+            if port == 0 and exc.errno == errno.EADDRINUSE:
+                continue
+            raise
+        return udp, tcp
+    raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {host}")
+
+
+def _bound(
+    family: int, kind: int, addr: tuple[Any, ...], reuse_port: bool, big_rcvbuf: bool = False
+) -> socket.socket:
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:  # so [::] and 0.0.0.0 can both be listed
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        elif big_rcvbuf:
+            _grow_rcvbuf(sock)
+        if reuse_port:  # dns.workers > 1: the kernel spreads packets over processes
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _grow_rcvbuf(sock: socket.socket) -> None:
+    # SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN; otherwise take what is allowed.
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, RCVBUF_BYTES)
+            return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
