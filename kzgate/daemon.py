@@ -113,6 +113,8 @@ class Daemon:
                 self.bound["rpz"] = (await self.rpz.start())[0]
             except OSError as exc:
                 raise StartupError(f"cannot listen for rpz: {exc.strerror or exc}") from None
+            # The start-up reconcile's NOTIFY went out before we listened: say it again.
+            self.rpz.announce()
         if self.dns is not None:
             self.bound["dns"] = bound[0]
             dns = self.dns
@@ -189,6 +191,7 @@ class Daemon:
                     sinkhole_ipv4=cfg.dns.sinkhole_ipv4,
                     sinkhole_ipv6=cfg.dns.sinkhole_ipv6,
                     metrics_registry=self.metrics.registry,
+                    serial_file=cfg.register.path.with_name(cfg.register.path.name + ".rpz-serial"),
                 )
             except RpzError as exc:
                 raise StartupError(f"{cfg.source}: rpz: {exc}") from None

@@ -81,6 +81,7 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="register")
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._repair_requests: dict[str, int] = {}  # drift reports per enforcer, ever
         self._stored_state = StoredState(0, {}, {})
         self._repair_task: asyncio.Task[None] | None = None
         metrics.watch_stored_state(lambda: self._stored_state)
@@ -272,6 +273,7 @@ class Pipeline:
         return not self.dirty
 
     async def _reconcile(self, enforcer: Enforcer, state: Any) -> bool:
+        requested = self._repair_requests.get(enforcer.name, 0)
         try:
             fixed = await asyncio.wait_for(enforcer.reconcile(state), self.apply_timeout)
         except Exception:
@@ -279,7 +281,12 @@ class Pipeline:
             self.metrics.enforcer_errors.labels(enforcer.name).inc()
             self.dirty.add(enforcer.name)
             return False
-        self.dirty.discard(enforcer.name)
+        if self._repair_requests.get(enforcer.name, 0) == requested:
+            self.dirty.discard(enforcer.name)
+        else:
+            # Drift was reported while this reconcile ran: what it wrote may
+            # already be undone, so it stays dirty and goes round again.
+            self._wake.set()
         if not fixed.is_empty():
             log.info("enforcer %s reconciled: %d changes", enforcer.name, fixed.size())
         return True
@@ -290,6 +297,7 @@ class Pipeline:
         Call on the event loop (from another thread: loop.call_soon_threadsafe).
         """
         self.dirty.add(name)
+        self._repair_requests[name] = self._repair_requests.get(name, 0) + 1
         self._wake.set()
 
     async def repair(self) -> None:

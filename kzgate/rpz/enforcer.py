@@ -1,12 +1,10 @@
 """The RPZ primary as an enforcer: diffs change the zone, secondaries are NOTIFYed.
 
-Serial: nothing is persisted. The zone starts at the wall clock's unix time,
-and each change adds 1. A restart therefore begins above the last serial served
-as long as the changes since the previous start averaged under one per second
-(the clock outran the +1 steps); a secondary holding a higher serial after a
-burst-then-restart keeps its copy until our serial passes it (RFC 1982 compare),
-at most as many seconds as the burst was longer than its wall time. Unix time
-fits 32-bit serials until 2106.
+Serial: the zone starts at max(unix time, last serial served + 1) and each
+change adds 1. The last serial is written durably (``serial_file``) before a
+secondary can hear of it, so a restart never serves a serial a secondary may
+already hold with other content: IXFR differences are computed only from this
+run's journal, whose serials all lie above anything served before.
 """
 
 from __future__ import annotations
@@ -14,7 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import time
+from pathlib import Path
 
 import dns.name
 import dns.tsig
@@ -59,11 +59,14 @@ class RpzEnforcer:
         sinkhole_ipv4: ipaddress.IPv4Address,
         sinkhole_ipv6: ipaddress.IPv6Address,
         metrics_registry: CollectorRegistry | None = None,
+        serial_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.key = load_key(cfg)
         params = zone_params(cfg, block_mode, sinkhole_ipv4, sinkhole_ipv6)
-        self.zone = Zone(params, int(time.time()))
+        self.serial_file = serial_file
+        last = _read_serial(serial_file)
+        self.zone = Zone(params, max(int(time.time()), last + 1))
         self.journal = Journal(cfg.ixfr_history)
         # a private registry when none is given: two enforcers never collide
         self.metrics = RpzMetrics(metrics_registry or CollectorRegistry(), lambda: self.serial)
@@ -99,7 +102,12 @@ class RpzEnforcer:
         await self.server.close()
         await self.notifier.close()
 
+    def announce(self) -> None:
+        """NOTIFY the current serial (once the listener is bound, after start-up)."""
+        self.notifier.notify(soa_rrset(self.zone))
+
     def _changed(self, change: Change) -> None:
+        _write_serial(self.serial_file, self.zone.serial)
         if change.size() > HUGE_CHANGE and change.size() >= len(self.zone):
             self.journal.reset()  # an IXFR would be no smaller than the AXFR
         else:
@@ -117,3 +125,26 @@ class RpzEnforcer:
             key=self.key,
             now=int(time.time()),
         )
+
+
+def _read_serial(path: Path | None) -> int:
+    if path is None:
+        return 0
+    try:
+        return int(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as exc:
+        raise RpzError(f"{path}: unreadable RPZ serial ({exc})") from None
+
+
+def _write_serial(path: Path | None, serial: int) -> None:
+    if path is None:
+        return
+    # Durable before any secondary hears of this serial (atomic replace, fsync).
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="ascii") as out:
+        out.write(f"{serial}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)

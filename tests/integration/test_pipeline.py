@@ -221,3 +221,40 @@ async def test_request_repair_reconciles_within_a_second(tmp_path: Path, pki: Pa
         assert pipeline.healthy
     finally:
         await pipeline.close()
+
+
+class DriftDuringReconcileEnforcer(FlakyEnforcer):
+    """Someone undoes our work while the reconcile runs, and says so (like the nft monitor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pipeline: Pipeline | None = None
+        self.sabotage = 0
+
+    async def reconcile(self, state: State) -> Diff:
+        fixed = await self.inner.reconcile(state)
+        if self.sabotage and self.pipeline is not None:
+            self.sabotage -= 1
+            self.inner.index.remove_domain("one.kz")
+            self.pipeline.request_repair(self.name)
+        return fixed
+
+
+async def test_drift_reported_during_a_reconcile_is_not_lost(tmp_path: Path, pki: Path) -> None:
+    enforcer = DriftDuringReconcileEnforcer()
+    pipeline = make_pipeline(tmp_path, pki, enforcer)
+    enforcer.pipeline = pipeline
+    await pipeline.start()
+    mci = Regulator(pki)
+    try:
+        await pipeline.submit(mci.sign(mci.restrict("1", "domain:one.kz")))
+        enforcer.sabotage = 1
+        pipeline.request_repair("flaky")
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if enforcer.sabotage == 0 and enforcer.inner.index.lookup_name("one.kz"):
+                break
+        assert enforcer.inner.index.lookup_name("one.kz") is not None
+        assert pipeline.healthy
+    finally:
+        await pipeline.close()

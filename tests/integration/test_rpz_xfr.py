@@ -337,3 +337,29 @@ async def test_daemon_serves_the_zone_only_after_reconcile_and_exports_it(
     text = out.read_text()
     assert "$ORIGIN rpz.kzgate." in text
     assert "\nzoned.kz CNAME .\n" in text and "\n*.zoned.kz CNAME .\n" in text
+
+
+async def test_serial_never_goes_back_across_a_restart(tmp_path: Path) -> None:
+    """A burst of changes runs the serial ahead of the clock; a restart must continue above it."""
+    cfg = replace(rpz_config(tmp_path), notify=())
+    serial_file = tmp_path / "rpz-serial"
+
+    def enforcer() -> RpzEnforcer:
+        return RpzEnforcer(
+            cfg,
+            block_mode="nxdomain",
+            sinkhole_ipv4=ipaddress.IPv4Address("192.0.2.1"),
+            sinkhole_ipv6=ipaddress.IPv6Address("2001:db8::1"),
+            serial_file=serial_file,
+        )
+
+    first = enforcer()
+    for i in range(300):
+        await first.apply(Diff(domains_added={f"n{i}.kz": REF}))
+    last = first.serial
+    await first.close()
+    second = enforcer()
+    assert second.serial > last
+    await second.reconcile(state("n1.kz"))
+    assert second.serial > last + 1
+    await second.close()
