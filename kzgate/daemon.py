@@ -106,6 +106,10 @@ class Daemon:
             bound = await self.dns.start()
         elif isinstance(self.dns, WorkerPool):
             bound = self.dns.bound
+            if not bound:
+                raise StartupError(
+                    f"dns.workers: {self.dns.start_error or 'workers did not start'}"
+                )
         if self.rpz is not None:
             # Bound only now: a secondary must never transfer the zone before it
             # holds the register's state (that would briefly lift every block).
@@ -144,6 +148,10 @@ class Daemon:
         sdnotify.reloading()
         try:
             return await self._reload()
+        except Exception:
+            # Part of the new settings may be in force (e.g. a worker timed out).
+            log.exception("reload failed part-way; the running config may be partly new")
+            return False
         finally:
             sdnotify.ready("serving")
 

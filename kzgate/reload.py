@@ -33,19 +33,26 @@ class ReloadPlan:
     merged: Config  # the running config after the reload: old values where a restart is needed
 
 
+# The RPZ zone is rendered with these when its action follows the block mode; the
+# fleet's zone and the built-in resolver must not disagree, so then they wait for a restart.
+BLOCK_ACTION = ("dns.block_mode", "dns.sinkhole_ipv4", "dns.sinkhole_ipv6")
+
+
 def plan_reload(old: Config, new: Config) -> ReloadPlan:
     changed = sorted(_changed(_flatten(old), _flatten(new)))
-    live = tuple(path for path in changed if _is_live(path))
-    restart = tuple(path for path in changed if not _is_live(path))
+    pinned = BLOCK_ACTION if old.rpz.enabled and old.rpz.action == "from_block_mode" else ()
+    live = tuple(path for path in changed if _is_live(path) and path not in pinned)
+    restart = tuple(path for path in changed if path not in live)
+    source = old if pinned else new
     merged = dataclasses.replace(
         old,
         issuers=new.issuers,
         dns=dataclasses.replace(
             old.dns,
             upstreams=new.dns.upstreams,
-            block_mode=new.dns.block_mode,
-            sinkhole_ipv4=new.dns.sinkhole_ipv4,
-            sinkhole_ipv6=new.dns.sinkhole_ipv6,
+            block_mode=source.dns.block_mode,
+            sinkhole_ipv4=source.dns.sinkhole_ipv4,
+            sinkhole_ipv6=source.dns.sinkhole_ipv6,
             block_ttl=new.dns.block_ttl,
         ),
         api=dataclasses.replace(old.api, rate_limit=new.api.rate_limit),

@@ -52,6 +52,10 @@ async def _read(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(size))
 
 
+class WorkerStartError(Exception):
+    """A DNS worker exited before it was listening."""
+
+
 @dataclass
 class _Worker:
     slot: int
@@ -92,6 +96,9 @@ class WorkerPool:
         self._retired = DnsSnapshot.zero()
         self._closing = False
         self._settings: BlockSettings | None = None
+        self._started = False
+        self.start_error = ""
+        self._failures: dict[int, int] = {}  # slot -> consecutive deaths before ready
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -99,8 +106,16 @@ class WorkerPool:
         self.listen = [_fix_port(where) for where in self.cfg.listen]
         for slot in range(self.count):
             self._fork(slot)
-        results = await asyncio.gather(*(w.ready for w in self.workers.values()))
+        try:
+            results = await asyncio.gather(*(w.ready for w in self.workers.values()))
+        except WorkerStartError as exc:
+            # One worker could not listen (a port held without SO_REUSEPORT, say):
+            # stop the others and say why, rather than fork again and again.
+            self.start_error = str(exc)
+            await self.close()
+            raise
         self.bound = results[0]
+        self._started = True
         return self.bound
 
     async def close(self) -> None:
@@ -157,7 +172,20 @@ class WorkerPool:
             worker.pending[self._seq] = future
             worker.send(frame)
             waits.append(future)
-        await asyncio.wait_for(asyncio.gather(*waits), ACK_TIMEOUT_SECONDS)
+        _, late = await asyncio.wait(waits, timeout=ACK_TIMEOUT_SECONDS)
+        if late:
+            # A worker that is alive but stuck would hold every task up: replace
+            # it. The new one is forked from the index, which already has this.
+            for worker in list(self.workers.values()):
+                if any(not f.done() for f in worker.pending.values()):
+                    log.error(
+                        "DNS worker %d (pid %d) did not acknowledge; killing it",
+                        worker.slot,
+                        worker.pid,
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGKILL)
+            await asyncio.wait_for(asyncio.gather(*waits), ACK_TIMEOUT_SECONDS)
 
     # -- processes -----------------------------------------------------------
 
@@ -195,6 +223,16 @@ class WorkerPool:
                     worker.snapshot = rest[0]
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        if not worker.ready.done():
+            worker.ready.set_exception(
+                WorkerStartError(
+                    f"DNS worker {worker.slot} exited before it was listening "
+                    f"on {', '.join(map(str, self.listen))} (see its log line)"
+                )
+            )
+            if not self._started:
+                worker.ready.exception()  # start() reports it; mark it retrieved
+                return
         if not self._closing:
             await self._replace(worker)
 
@@ -202,8 +240,19 @@ class WorkerPool:
         log.error("DNS worker %d (pid %d) died; forking a new one", dead.slot, dead.pid)
         await asyncio.get_running_loop().run_in_executor(None, _reap, dead.pid)
         self._retired = self._retired + dead.snapshot
+        if dead.ready.done() and dead.ready.exception() is None:
+            self._failures[dead.slot] = 0
+        else:
+            # Dying before it listens again and again: back off, do not fork-storm.
+            failures = self._failures[dead.slot] = self._failures.get(dead.slot, 0) + 1
+            await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+            if self._closing:
+                return
         self._fork(dead.slot)
-        await self.workers[dead.slot].ready
+        try:
+            await self.workers[dead.slot].ready
+        except WorkerStartError:
+            return  # that one's own reader replaces it again, later
         # The new worker was forked from an index that already holds every
         # diff sent so far, so what the dead one had not acknowledged is delivered.
         for future in dead.pending.values():

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -101,3 +102,28 @@ async def test_a_killed_worker_is_replaced_with_the_current_policy(
     # And it keeps receiving changes.
     await push(daemon, pki, mci.sign(mci.restrict("2", "domain:new.kz")))
     assert set(await loop.run_in_executor(None, rcodes, port, "new.kz")) == {3}
+
+
+def test_workers_that_cannot_listen_stop_the_start_with_one_clear_line(
+    tmp_path: Path, pki: Path
+) -> None:
+    import subprocess
+    import sys
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:  # no SO_REUSEPORT
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        dns = {"listen": [f"127.0.0.1:{port}"], "upstreams": [], "workers": WORKERS}
+        config = write_config(tmp_path, pki, dns=dns)
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "kzgate", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode != 0
+    assert time.monotonic() - started < 20  # no fork storm, no 30 s hang
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kzgate: dns.workers:") and f"127.0.0.1:{port}" in last, last

@@ -54,3 +54,11 @@ def test_settings_that_need_a_restart_are_named_and_not_taken_over() -> None:
     assert plan.live == ("dns.block_ttl",)
     assert str(plan.merged.api.listen) == "127.0.0.1:8443"
     assert plan.merged.dns.workers == 1
+
+
+def test_block_mode_waits_for_a_restart_when_the_rpz_zone_follows_it() -> None:
+    rpz = {"enabled": True, "notify": []}
+    plan = plan_reload(cfg(rpz=rpz), cfg(rpz=rpz, dns__block_mode="sinkhole", dns__block_ttl=5))
+    assert plan.restart == ("dns.block_mode",)
+    assert plan.live == ("dns.block_ttl",)
+    assert plan.merged.dns.block_mode == "nxdomain"
