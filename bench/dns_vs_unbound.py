@@ -75,7 +75,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -85,15 +84,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 from daemon_proc import DaemonProcess  # noqa: E402
+from fill import fill_register, restricted_name  # noqa: E402
 from kzfixtures import write_config  # noqa: E402
-from register_fixtures import restrict  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
-from kzgate.register.store import Register  # noqa: E402
 
 SERVER_CPU = 0  # the server under test
 LOAD_CPU = 1  # dnsperf and the third resolver
-PER_INSTRUCTION = 100_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUIET_CORES = 0.15  # other work allowed on the machine during a measured pass
 GOALS = {
@@ -102,10 +99,6 @@ GOALS = {
     "rss_ratio_max": 0.5,
     "load_s_max": 3.0,
 }
-
-
-def restricted_name(i: int) -> str:
-    return f"b{i}.blocked-{i % 1000}.kz"
 
 
 def allowed_name(i: int) -> str:
@@ -226,20 +219,6 @@ def write_unbound_conf(work: Path, port: int, upstream: int, zones: Path) -> Pat
     path = work / f"unbound-{port}.conf"
     path.write_text("\n".join(lines), encoding="ascii")
     return path
-
-
-def fill_register(db: Path, names: int) -> None:
-    """The same names in kzgate's register: restricts of 100,000 domain targets each."""
-    register = Register.open(db)
-    try:
-        for k, start in enumerate(range(0, names, PER_INSTRUCTION)):
-            targets = [
-                ("domain", restricted_name(i))
-                for i in range(start, min(names, start + PER_INSTRUCTION))
-            ]
-            register.record(restrict(f"bench-{k}", k + 1, f"BENCH-{k}", targets), datetime.now(UTC))
-    finally:
-        register.close()
 
 
 # -- observing processes --------------------------------------------------------

@@ -51,7 +51,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +63,14 @@ sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 from daemon_proc import DaemonProcess  # noqa: E402
 from dnsfake import FakeDns  # noqa: E402
+from fill import fill_register  # noqa: E402
 from kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
-from register_fixtures import restrict  # noqa: E402
 from rpzpeers import KDIG, LOOPBACK, UnboundPeer, free_port, query, soa_serial  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
-from kzgate.register.store import Register  # noqa: E402
 
 ORIGIN = "rpz.kzgate."
-PER_INSTRUCTION = 100_000
 GOALS = {"notify_to_nxdomain_s_max": 1.0}
-
-
-def restricted_name(i: int) -> str:
-    return f"b{i}.blocked-{i % 1000}.kz"
 
 
 def probe_name(variant: str, k: int) -> str:
@@ -87,20 +80,6 @@ def probe_name(variant: str, k: int) -> str:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def fill_register(db: Path, names: int) -> None:
-    """The names as restricts of 100,000 domain targets each, issued by "mci"."""
-    register = Register.open(db)
-    try:
-        for k, start in enumerate(range(0, names, PER_INSTRUCTION)):
-            targets = [
-                ("domain", restricted_name(i))
-                for i in range(start, min(names, start + PER_INSTRUCTION))
-            ]
-            register.record(restrict(f"bench-{k}", k + 1, f"BENCH-{k}", targets), datetime.now(UTC))
-    finally:
-        register.close()
 
 
 # -- kzgate's memory ------------------------------------------------------------------

@@ -13,6 +13,7 @@ namespace by another process.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import functools
@@ -407,3 +408,22 @@ class Stream:
                     proc.kill()
                     proc.wait()
         return int(sent), int(received.split()[-1])
+
+
+async def reachable_off_loop(pair: Pair) -> dict[str, bool]:
+    """``reachable``, in a thread: an in-process daemon or enforcer must keep running."""
+    return await asyncio.to_thread(reachable, pair)
+
+
+async def read_sets_off_loop(pair: Pair) -> set[IPNetwork] | None:
+    return await asyncio.to_thread(read_sets, pair.client)
+
+
+def only_peer_blocked(pair: Pair) -> dict[str, bool]:
+    """The server's main addresses blocked, its alternative ones reachable."""
+    return {
+        pair.server_v4: False,
+        pair.server_v4_alt: True,
+        pair.server_v6: False,
+        pair.server_v6_alt: True,
+    }

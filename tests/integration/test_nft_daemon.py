@@ -93,24 +93,6 @@ async def client(pair: netns.Pair, tmp_path: Path, pki: Path) -> AsyncIterator[C
         await daemon.stop()
 
 
-async def reachable(pair: netns.Pair) -> dict[str, bool]:
-    # Off the event loop: the in-process daemon must keep running meanwhile.
-    return await asyncio.to_thread(netns.reachable, pair)
-
-
-async def kernel_prefixes(pair: netns.Pair) -> set[IPNetwork] | None:
-    return await asyncio.to_thread(netns.read_sets, pair.client)
-
-
-def only_peer_blocked(pair: netns.Pair) -> dict[str, bool]:
-    return {
-        pair.server_v4: False,
-        pair.server_v4_alt: True,
-        pair.server_v6: False,
-        pair.server_v6_alt: True,
-    }
-
-
 def everything_reachable(pair: netns.Pair) -> dict[str, bool]:
     return dict.fromkeys(pair.server_addresses, True)
 
@@ -125,12 +107,12 @@ def peer(pair: netns.Pair) -> set[IPNetwork]:
 async def test_restrict_blocks_the_peer_and_resume_lifts_it(
     client: Client, pair: netns.Pair, mci: Regulator
 ) -> None:
-    assert await reachable(pair) == everything_reachable(pair)
+    assert await netns.reachable_off_loop(pair) == everything_reachable(pair)
     task = mci.restrict("nft-1", f"ip:{pair.server_v4}", f"ip:{pair.server_v6}")
     status, receipt = await client.post(mci.sign(task))
     assert (status, receipt["status"]) == (200, "applied"), receipt
-    assert await kernel_prefixes(pair) == peer(pair)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.read_sets_off_loop(pair) == peer(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
     assert await client.sample("kzgate_nft_elements", family="ipv4") == 1
     assert await client.sample("kzgate_nft_elements", family="ipv6") == 1
     assert await client.sample("kzgate_nft_dropped_packets_total", family="ipv4") >= 1
@@ -138,8 +120,8 @@ async def test_restrict_blocks_the_peer_and_resume_lifts_it(
 
     status, receipt = await client.post(mci.sign(mci.resume("nft-1")))
     assert (status, receipt["status"]) == (200, "applied"), receipt
-    assert await kernel_prefixes(pair) == set()
-    assert await reachable(pair) == everything_reachable(pair)
+    assert await netns.read_sets_off_loop(pair) == set()
+    assert await netns.reachable_off_loop(pair) == everything_reachable(pair)
     assert await client.sample("kzgate_nft_elements", family="ipv4") == 0
 
 
@@ -152,19 +134,19 @@ async def test_external_changes_are_repaired_by_the_daemon(
     task = mci.restrict("nft-2", f"ip:{pair.server_v4}", f"ip:{pair.server_v6}", "cidr:fd88::/64")
     assert (await client.post(mci.sign(task)))[1]["status"] == "applied"
     wanted = peer(pair) | {ipaddress.ip_network("fd88::/64")}
-    assert await kernel_prefixes(pair) == wanted
+    assert await netns.read_sets_off_loop(pair) == wanted
     repairs = await client.sample("kzgate_enforcer_drift_repairs_total", enforcer="nft")
 
     await asyncio.to_thread(netns.run, pair.client, *drift.split())
     started = time.monotonic()
     # (The repair can beat a read of the sets; the counter below shows the drift was seen.)
-    while (found := await kernel_prefixes(pair)) != wanted:
+    while (found := await netns.read_sets_off_loop(pair)) != wanted:
         assert time.monotonic() - started < REPAIR_DEADLINE, f"not repaired; the sets: {found}"
         await asyncio.sleep(0.05)
     while await client.sample("kzgate_enforcer_drift_repairs_total", enforcer="nft") <= repairs:
         assert time.monotonic() - started < REPAIR_DEADLINE + 1, "the repair was not counted"
         await asyncio.sleep(0.05)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
 
 # -- a child process, killed -----------------------------------------------------
@@ -234,7 +216,7 @@ async def kill_once_committed(
 async def restart_and_compare(config: Path, db: Path, pair: netns.Pair) -> set[IPNetwork]:
     """Start the daemon again, read the kernel's sets, stop it; they must equal the register."""
     async with child(config):
-        kernel = await kernel_prefixes(pair)
+        kernel = await netns.read_sets_off_loop(pair)
     register = await asyncio.to_thread(Register.open, db, create=False)
     try:
         enforced = set(register.state.snapshot().prefixes)
@@ -266,10 +248,10 @@ async def test_sigkill_during_a_large_batch_then_restart_equals_the_register(
         await kill_once_committed(daemon, pki, db, big, delay, mci)
     kernel = await restart_and_compare(config, db, pair)
     assert len(kernel) == 2 + 50_000  # the committed task is in force after the restart
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
     # Its resume: 50,000 deletions in one batch, killed the same way.
     async with child(config) as daemon:
         await kill_once_committed(daemon, pki, db, mci.resume("big"), delay, mci)
     assert await restart_and_compare(config, db, pair) == peer(pair)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)

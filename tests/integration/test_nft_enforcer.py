@@ -105,27 +105,8 @@ async def enforcers(pair: netns.Pair, tmp_path: Path, pki: Path) -> AsyncIterato
         await made.close()
 
 
-async def reachable(pair: netns.Pair) -> dict[str, bool]:
-    """Ping each server address, off the event loop (the enforcer may listen on it)."""
-    return await asyncio.to_thread(netns.reachable, pair)
-
-
-async def kernel_prefixes(pair: netns.Pair) -> set[IPNetwork] | None:
-    return await asyncio.to_thread(netns.read_sets, pair.client)
-
-
 def everything(pair: netns.Pair, ok: bool) -> dict[str, bool]:
     return dict.fromkeys(pair.server_addresses, ok)
-
-
-def only_peer_blocked(pair: netns.Pair) -> dict[str, bool]:
-    """The server's main addresses blocked, its alternative ones reachable."""
-    return {
-        pair.server_v4: False,
-        pair.server_v4_alt: True,
-        pair.server_v6: False,
-        pair.server_v6_alt: True,
-    }
 
 
 # -- blocking and lifting -----------------------------------------------------------
@@ -135,13 +116,13 @@ async def test_restrict_drops_the_peer_and_counts_it_then_resume_lets_it_through
     pair: netns.Pair, enforcers: Enforcers
 ) -> None:
     nft = (await enforcers.start()).enforcer
-    assert await reachable(pair) == everything(pair, True)
+    assert await netns.reachable_off_loop(pair) == everything(pair, True)
     peer = prefixes(f"{pair.server_v4}/32", f"{pair.server_v6}/128")
     before = nft.drop_counters()
 
     await nft.apply(Diff(prefixes_added=peer))
-    assert await kernel_prefixes(pair) == set(peer)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.read_sets_off_loop(pair) == set(peer)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
     after = nft.drop_counters()
     assert after["ipv4"] > before["ipv4"], (before, after)
     assert after["ipv6"] > before["ipv6"], (before, after)
@@ -149,8 +130,8 @@ async def test_restrict_drops_the_peer_and_counts_it_then_resume_lets_it_through
     assert (counts["ipv4"], counts["ipv6"]) == (1, 1)
 
     await nft.apply(Diff(prefixes_removed=frozenset(peer)))
-    assert await kernel_prefixes(pair) == set()
-    assert await reachable(pair) == everything(pair, True)
+    assert await netns.read_sets_off_loop(pair) == set()
+    assert await netns.reachable_off_loop(pair) == everything(pair, True)
     counts = nft.element_counts()
     assert (counts["ipv4"], counts["ipv6"]) == (0, 0)
 
@@ -166,8 +147,8 @@ async def test_lifting_one_of_two_overlapping_instructions_keeps_the_other(
 
     async def step(diff: Diff, expect: dict[str, bool]) -> None:
         await nft.apply(diff)
-        assert await kernel_prefixes(pair) == set(state.snapshot().prefixes)
-        assert await reachable(pair) == expect
+        assert await netns.read_sets_off_loop(pair) == set(state.snapshot().prefixes)
+        assert await netns.reachable_off_loop(pair) == expect
 
     await step(state.add(A, wide), everything(pair, False))
     covered = state.add(B, narrow)
@@ -176,7 +157,7 @@ async def test_lifting_one_of_two_overlapping_instructions_keeps_the_other(
     # Resuming A exposes B's host routes in the same diff that removes A's prefixes.
     lift_a = state.remove(A, wide)
     assert lift_a.prefixes_removed and lift_a.prefixes_added
-    await step(lift_a, only_peer_blocked(pair))
+    await step(lift_a, netns.only_peer_blocked(pair))
     await step(state.remove(B, narrow), everything(pair, True))
 
 
@@ -189,19 +170,19 @@ async def test_a_parent_replaces_its_child_in_one_diff(
     wide = [Target("cidr", "10.77.0.0/24"), Target("cidr", "fd77::/64")]
 
     await nft.apply(state.add(B, narrow))
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
     grow = state.add(A, wide)
     assert set(grow.prefixes_removed) == {net(f"{pair.server_v4}/32"), net(f"{pair.server_v6}/128")}
     assert set(grow.prefixes_added) == {net("10.77.0.0/24"), net("fd77::/64")}
     await nft.apply(grow)  # an interval set refuses the /24 while the /32 is still in it
-    assert await kernel_prefixes(pair) == {net("10.77.0.0/24"), net("fd77::/64")}
-    assert await reachable(pair) == everything(pair, False)
+    assert await netns.read_sets_off_loop(pair) == {net("10.77.0.0/24"), net("fd77::/64")}
+    assert await netns.reachable_off_loop(pair) == everything(pair, False)
 
     await nft.apply(state.remove(B, narrow))  # still inside A: no change at all
-    assert await reachable(pair) == everything(pair, False)
+    assert await netns.reachable_off_loop(pair) == everything(pair, False)
     await nft.apply(state.remove(A, wide))
-    assert await kernel_prefixes(pair) == set()
-    assert await reachable(pair) == everything(pair, True)
+    assert await netns.read_sets_off_loop(pair) == set()
+    assert await netns.reachable_off_loop(pair) == everything(pair, True)
 
 
 # -- reconciling -------------------------------------------------------------------
@@ -237,7 +218,7 @@ async def test_reconcile_replaces_the_sets_atomically(
     )  # neighbours that must never be merged into one interval
     second = make_state(pair, 2, prefixes("10.80.0.0/24", "2001:db8:1::/48"))  # parents now
     nft = (await enforcers.start(first)).enforcer
-    assert await kernel_prefixes(pair) == set(first.prefixes)
+    assert await netns.read_sets_off_loop(pair) == set(first.prefixes)
 
     stream = netns.Stream(pair, [pair.server_v4, pair.server_v6], seconds=2.0)
     deadline = time.monotonic() + 1.5
@@ -250,11 +231,11 @@ async def test_reconcile_replaces_the_sets_atomically(
     assert received == 0, f"{received} datagrams reached the peer during {swaps} reconciles"
 
     await nft.reconcile(second)
-    assert await kernel_prefixes(pair) == set(second.prefixes)
+    assert await netns.read_sets_off_loop(pair) == set(second.prefixes)
     counts = nft.element_counts()
     v4 = sum(1 for p in second.prefixes if p.version == 4)
     assert (counts["ipv4"], counts["ipv6"]) == (v4, len(second.prefixes) - v4)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
 
 async def test_the_stream_probe_sees_an_open_path(pair: netns.Pair) -> None:
@@ -281,16 +262,16 @@ async def test_external_changes_are_noticed_and_repaired(
 ) -> None:
     state = State({}, prefixes(f"{pair.server_v4}/32", f"{pair.server_v6}/128", "10.81.0.0/16"))
     run = await enforcers.start(state)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
     await asyncio.to_thread(DRIFTS[drift], pair)
     drifted = time.monotonic()  # (nft has returned: the change is in the kernel)
-    assert await kernel_prefixes(pair) != set(state.prefixes)  # the drift is real
+    assert await netns.read_sets_off_loop(pair) != set(state.prefixes)  # the drift is real
     await run.wait_drift(drifted)
 
     await run.enforcer.reconcile(state)
-    assert await kernel_prefixes(pair) == set(state.prefixes)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.read_sets_off_loop(pair) == set(state.prefixes)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
 
 async def test_its_own_changes_are_not_drift(pair: netns.Pair, enforcers: Enforcers) -> None:
@@ -331,11 +312,13 @@ async def test_deleting_a_missing_element_raises_drift_and_changes_nothing(
     with pytest.raises(NftDrift):
         await nft.apply(bad)
     # One batch: the addition in it was rolled back with the failed deletion.
-    assert await kernel_prefixes(pair) == set(state.prefixes)
-    assert await reachable(pair) == everything(pair, True)
+    assert await netns.read_sets_off_loop(pair) == set(state.prefixes)
+    assert await netns.reachable_off_loop(pair) == everything(pair, True)
     await nft.reconcile(state)  # what the pipeline does next
     await nft.apply(Diff(prefixes_added=prefixes(f"{pair.server_v4}/32")))
-    assert await kernel_prefixes(pair) == set(state.prefixes) | {net(f"{pair.server_v4}/32")}
+    assert await netns.read_sets_off_loop(pair) == set(state.prefixes) | {
+        net(f"{pair.server_v4}/32")
+    }
 
 
 # -- modes ------------------------------------------------------------------------
@@ -349,7 +332,7 @@ async def test_set_only_mode_makes_sets_for_the_operators_own_chains(
     assert objects is not None
     assert {s["name"] for s in objects.get("set", [])} == {"blocked_v4", "blocked_v6"}
     assert objects.get("chain", []) == []
-    assert await reachable(pair) == everything(pair, True)
+    assert await netns.reachable_off_loop(pair) == everything(pair, True)
 
     # The operator's own chain, in our table (a rule can only name sets of its own table).
     netns.nft(
@@ -360,7 +343,7 @@ async def test_set_only_mode_makes_sets_for_the_operators_own_chains(
     )
     peer = prefixes(f"{pair.server_v4}/32", f"{pair.server_v6}/128")
     await nft.apply(Diff(prefixes_added=peer))
-    assert await reachable(pair) == {
+    assert await netns.reachable_off_loop(pair) == {
         pair.server_v4: False,
         pair.server_v4_alt: True,
         pair.server_v6: True,
@@ -371,7 +354,7 @@ async def test_set_only_mode_makes_sets_for_the_operators_own_chains(
     assert objects is not None and [c["name"] for c in objects["chain"]] == ["operator"]
     assert not await asyncio.to_thread(netns.ping, pair.client, pair.server_v4)
     await nft.apply(Diff(prefixes_removed=frozenset(peer)))
-    assert await reachable(pair) == everything(pair, True)
+    assert await netns.reachable_off_loop(pair) == everything(pair, True)
 
 
 async def test_reject_mode_answers_with_an_error_at_once(
@@ -386,7 +369,7 @@ async def test_reject_mode_answers_with_an_error_at_once(
     assert v4.seconds < wait / 2, v4
     # iputils waits out -W after an ICMPv6 error, so only the error itself is checked.
     assert not v6.ok and "Administratively prohibited" in v6.output, v6
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
 
 async def test_drop_mode_stays_silent(pair: netns.Pair, enforcers: Enforcers) -> None:
@@ -405,14 +388,14 @@ async def test_close_leaves_the_blocks_in_place(pair: netns.Pair, enforcers: Enf
     run = await enforcers.start(State({}, peer))
     await run.enforcer.close()
     enforcers.running.remove(run)
-    assert await kernel_prefixes(pair) == set(peer)
-    assert await reachable(pair) == only_peer_blocked(pair)
+    assert await netns.read_sets_off_loop(pair) == set(peer)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
     # The next start reconciles what it finds to the register: here, one block lifted.
     later = State({}, prefixes(f"{pair.server_v4}/32", "10.87.0.0/16"))
     await enforcers.start(later)
-    assert await kernel_prefixes(pair) == set(later.prefixes)
-    assert await reachable(pair) == {
+    assert await netns.read_sets_off_loop(pair) == set(later.prefixes)
+    assert await netns.reachable_off_loop(pair) == {
         pair.server_v4: False,
         pair.server_v4_alt: True,
         pair.server_v6: True,
