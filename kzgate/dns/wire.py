@@ -8,6 +8,7 @@ the engine answers FORMERR (queries) or SERVFAIL (replies) from that one type.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 HEADER = struct.Struct("!6H")  # id, flags, qdcount, ancount, nscount, arcount
@@ -36,6 +37,10 @@ EDE_OPTION = 15
 EDE_CENSORED = 16
 EDE_NO_REACHABLE_AUTHORITY = 22
 MAX_POINTER_JUMPS = 128
+
+
+# (index, type, class, TTL, RDATA offset, end offset) of one resource record
+RecordAt = tuple[int, int, int, int, int, int]
 
 
 class WireError(ValueError):
@@ -175,10 +180,13 @@ def read_name(msg: bytes, off: int) -> tuple[bytes, int]:
         pos += 1 + length
 
 
-def find_opt(data: bytes, off: int, an: int, ns: int, ar: int) -> tuple[int, int] | None:
-    """(CLASS, TTL) of the query's OPT record, walking every RR after the question."""
+def records(data: bytes, off: int, an: int, ns: int, ar: int) -> Iterator[RecordAt]:
+    """Every RR after the question, bounds-checked: (index, type, class, TTL, RDATA offset, end).
+
+    An OPT outside the additional section, or with an owner other than the root,
+    is refused here, for queries and answers alike.
+    """
     n = len(data)
-    opt: tuple[int, int] | None = None
     first_additional = an + ns
     # Each RR takes at least 11 octets, so hostile counts end in Truncated quickly.
     for i in range(an + ns + ar):
@@ -187,11 +195,21 @@ def find_opt(data: bytes, off: int, an: int, ns: int, ar: int) -> tuple[int, int
         if off + 10 > n:
             raise Truncated
         rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, off)
-        off += 10 + rdlen
+        rdata = off + 10
+        off = rdata + rdlen
         if off > n:
             raise Truncated
+        if rtype == T_OPT and (i < first_additional or data[owner] != 0):
+            raise BadOpt
+        yield i, rtype, rclass, ttl, rdata, off
+
+
+def find_opt(data: bytes, off: int, an: int, ns: int, ar: int) -> tuple[int, int] | None:
+    """(CLASS, TTL) of the query's OPT record, walking every RR after the question."""
+    opt: tuple[int, int] | None = None
+    for _i, rtype, rclass, ttl, _rdata, _end in records(data, off, an, ns, ar):
         if rtype == T_OPT:
-            if i < first_additional or data[owner] != 0 or opt is not None:
+            if opt is not None:
                 raise BadOpt
             opt = (rclass, ttl)
     return opt
@@ -297,19 +315,8 @@ def scan_reply(reply: bytes, question: bytes) -> ReplyScan:
         raise WrongQuestion
     scan = ReplyScan(flags, an)
     first_additional = an + ns
-    for i in range(an + ns + ar):
-        owner = off
-        off = skip_name(reply, off)
-        if off + 10 > n:
-            raise Truncated
-        rtype, _rclass, ttl, rdlen = RR_FIXED.unpack_from(reply, off)
-        rdata = off + 10
-        off = rdata + rdlen
-        if off > n:
-            raise Truncated
+    for i, rtype, _rclass, ttl, rdata, rr_end in records(reply, off, an, ns, ar):
         if rtype == T_OPT:
-            if i < first_additional or reply[owner] != 0:
-                raise BadOpt
             continue  # its "TTL" holds flags, not a time
         if ttl & 0x80000000:  # RFC 2181 §8: a TTL with the top bit set means 0
             ttl = 0
@@ -321,11 +328,11 @@ def scan_reply(reply: bytes, question: bytes) -> ReplyScan:
             scan.min_ttl = ttl
         if i < an and rtype in (T_CNAME, T_DNAME):
             target, end = read_name(reply, rdata)
-            if end > off:
+            if end > rr_end:
                 raise Truncated
             scan.targets.append(target)
-        elif i >= an and rtype == T_SOA and rdlen >= 22:
-            minimum = U32.unpack_from(reply, off - 4)[0]
+        elif i >= an and rtype == T_SOA and rr_end - rdata >= 22:
+            minimum = U32.unpack_from(reply, rr_end - 4)[0]
             neg = min(ttl, minimum)
             if scan.negative_ttl is None or neg < scan.negative_ttl:
                 scan.negative_ttl = neg
