@@ -27,6 +27,11 @@ class PolicyIndex:
         return len(self._names) + len(self._prefixes)
 
     @property
+    def wire_names(self) -> dict[bytes, InstructionRef]:
+        """The live name mapping, read in place by the C fast path; never replaced."""
+        return self._names
+
+    @property
     def domain_count(self) -> int:
         return len(self._names)
 

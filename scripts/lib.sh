@@ -35,16 +35,27 @@ ensure_commands() {
     apt_install "${missing[@]}"
 }
 
-# Creates .venv and installs the project; reinstalls only when pyproject.toml changed.
+# The DNS fast path (kzgate/dns/_fast.c) is compiled at install: a C compiler and
+# Python's headers. Without them the install still works, in pure Python.
+ensure_build_tools() {
+    command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
+    if ! "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+        local ver; ver="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+        apt_install "python${ver}-dev" || apt_install python3-dev
+    fi
+}
+
+# Creates .venv and installs the project; reinstalls only when the build inputs changed.
 ensure_venv() {
     local extras="$1" stamp
+    ensure_build_tools
     if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
         # Debian splits venv/ensurepip out of the interpreter package.
         local ver; ver="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
         apt_install "python${ver}-venv" || apt_install python3-venv
     fi
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-    stamp="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
+    stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/kzgate/dns/_fast.c" | sha256sum | cut -c1-16)-$extras"
     if [ "$(cat "$VENV/.kzgate-installed" 2>/dev/null)" != "$stamp" ]; then
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip >&2
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$extras]" >&2

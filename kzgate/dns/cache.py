@@ -42,6 +42,11 @@ class Cache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def entries(self) -> dict[CacheKey, Entry]:
+        """The live mapping, read in place by the C fast path; never replaced."""
+        return self._entries
+
     def get(self, key: CacheKey, now: float) -> Entry | None:
         """The live entry for ``key``; an expired one is dropped and is a miss."""
         entry = self._entries.get(key)

@@ -53,6 +53,9 @@ from kzgate.names import domain_to_wire
 from kzgate.policy import PolicyIndex
 
 MAX_EDE_TEXT = 200
+# Read by the C fast path (kzgate/dns/_fast.c), which checks each member's type.
+FastView = tuple[object, object, object, bytes, object, dict[str, int], DnsStats]
+
 _OPT_EDE_TAIL = struct.Struct("!HHHH")  # OPT rdlength, option code, option length, info-code
 _QNAME_POINTER = 0xC00C  # the question's name, right after the 12-octet header
 
@@ -91,8 +94,11 @@ class BlockAnswers:
             b"\x00" + struct.pack("!HHI", T_OPT, EDNS_UDP_SIZE, 0),
             b"\x00" + struct.pack("!HHI", T_OPT, EDNS_UDP_SIZE, 0x8000),
         )
-        # ref -> its OPT RR with the EDE (without DO, with DO), full text.
-        self._opts: dict[InstructionRef, tuple[bytes, bytes]] = {}
+        # id(ref) -> (ref, its OPT RR with the EDE without DO, with DO), full text. Keyed
+        # by identity (the index shares one ref per instruction), so the C fast path can
+        # find it without calling the dataclass's __hash__; the ref in the value keeps
+        # the id from being reused.
+        self._opts: dict[int, tuple[InstructionRef, bytes, bytes]] = {}
 
     def _opt(self, do_bit: bool, text: bytes) -> bytes:
         tail = _OPT_EDE_TAIL.pack(6 + len(text), EDE_OPTION, 2 + len(text), EDE_CENSORED)
@@ -127,19 +133,23 @@ class BlockAnswers:
             return HEADER.pack(client_id, flags, 1, ancount, int(soa), 0) + body
         # The OPT with the full text is memoized per instruction: label() and the
         # packing cost more than the rest of the answer.
-        opts = self._opts.get(ref)
-        if opts is None:
+        memo = self._opts.get(id(ref))
+        if memo is None or memo[0] is not ref:
             if len(self._opts) >= 4096:
                 self._opts.clear()
             text = self.text(ref)
-            opts = self._opts[ref] = (self._opt(False, text), self._opt(True, text))
-        opt = opts[do_bit]
+            memo = self._opts[id(ref)] = (ref, self._opt(False, text), self._opt(True, text))
+        opt = memo[2] if do_bit else memo[1]
         room = max_size - 12 - len(body)
         if len(opt) > room:
             if room < 17:  # OPT 11 + EDE option header 4 + info-code 2
                 return short_answer(client_id, flags | TC, question, opt_rr(do_bit))
             opt = self._opt(do_bit, utf8_prefix(self.text(ref), room - 17))
         return HEADER.pack(client_id, flags, 1, ancount, int(soa), 1) + body + opt
+
+    def fast_parts(self) -> tuple[object, bytes, object]:
+        """What the C fast path reads to build the same answers: plans, SOA tail, OPT memo."""
+        return self._plans, self._soa_tail, self._opts
 
 
 class Engine:
@@ -156,6 +166,20 @@ class Engine:
         self.stats = stats if stats is not None else DnsStats()
         self._block = BlockAnswers(settings)
         self._opt = (opt_rr(False), opt_rr(True))
+        self.fast_view = self._fast_view()
+
+    def _fast_view(self) -> FastView:
+        """The engine's live structures, in the order kzgate/dns/_fast.c reads them."""
+        plans, soa_tail, opts = self._block.fast_parts()
+        return (
+            self.index.wire_names,
+            self.cache.entries,
+            plans,
+            soa_tail,
+            opts,
+            self.stats.verdicts,
+            self.stats,
+        )
 
     @property
     def settings(self) -> BlockSettings:
@@ -165,6 +189,7 @@ class Engine:
     def settings(self, value: BlockSettings) -> None:
         # A reload rebuilds the constant pieces once, not per answer.
         self._block = BlockAnswers(value)
+        self.fast_view = self._fast_view()
 
     def on_query(self, data: bytes, now: float, *, tcp: bool = False) -> bytes | Forward | None:
         """An answer to send, a Forward to resolve upstream, or None to drop the packet."""

@@ -10,13 +10,17 @@ chooses uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from kzgate.config import HostPort
 from kzgate.dns.engine import Engine
+from kzgate.dns.fastpath import FAST, Address, FastModule
 from kzgate.dns.sockets import bind_udp_tcp
 from kzgate.dns.types import Forward
 from kzgate.dns.upstream import Upstreams
@@ -37,8 +41,10 @@ class DnsServer:
         tcp_idle_timeout: float = 10.0,
         max_tcp_clients: int = 1000,
         max_tcp_pipeline: int = 100,
+        fast: FastModule | None = FAST,
     ) -> None:
         self._engine = engine
+        self._fast = fast
         self._upstreams = upstreams
         self._listen = list(listen)
         self._reuse_port = reuse_port
@@ -46,6 +52,7 @@ class DnsServer:
         self._max_clients = max_tcp_clients
         self._max_pipeline = max_tcp_pipeline
         self._udp: list[asyncio.DatagramTransport] = []
+        self._fast_udp: list[socket.socket] = []
         self._tcp: list[asyncio.Server] = []
         self._forwards: set[asyncio.Task[None]] = set()
         self._clients: set[asyncio.Task[Any]] = set()
@@ -58,6 +65,8 @@ class DnsServer:
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind UDP and TCP on every listen address; the (host, port) pairs bound."""
+        if self._fast is None:
+            log.info("DNS over UDP in pure Python: the C fast path (kzgate.dns._fast) is not built")
         try:
             return [await self._bind(hp.host, hp.port) for hp in self._listen]
         except BaseException:
@@ -70,6 +79,10 @@ class DnsServer:
             server.close()
         for transport in self._udp:
             transport.close()
+        for sock in self._fast_udp:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+        self._fast_udp = []
         tasks = self._forwards | self._clients
         for task in tasks:
             task.cancel()
@@ -79,17 +92,46 @@ class DnsServer:
     async def _bind(self, host: str, port: int) -> tuple[str, int]:
         udp, tcp = await bind_udp_tcp(host, port, reuse_port=self._reuse_port, big_rcvbuf=True)
         bound = udp.getsockname()
+        loop = asyncio.get_running_loop()
         try:
-            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _UdpListener(self._engine, self), sock=udp
-            )
-            self._udp.append(transport)
+            if self._fast is not None:
+                udp.setblocking(False)
+                loop.add_reader(udp.fileno(), self._udp_ready, udp)
+                self._fast_udp.append(udp)
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpListener(self._engine, self), sock=udp
+                )
+                self._udp.append(transport)
             self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp, backlog=1024))
         except BaseException:
+            if udp in self._fast_udp:
+                loop.remove_reader(udp.fileno())
+                self._fast_udp.remove(udp)
             udp.close()
             tcp.close()
             raise
         return bound[0], bound[1]
+
+    def _udp_ready(self, sock: socket.socket) -> None:
+        """Datagrams wait: the C path answers what it can, the engine the rest."""
+        fast = self._fast
+        if fast is None:  # only sockets bound with a fast path get here
+            return
+        try:
+            rest = fast.serve(sock.fileno(), time.monotonic(), self._engine.fast_view)
+        except Exception:
+            self.log_error("UDP fast path")
+            return
+        for data, addr in rest or ():
+            try:
+                out = self._engine.on_query(data, time.monotonic())
+                if isinstance(out, bytes):
+                    _send(sock, out, addr)
+                elif out is not None:
+                    self.forward(out, functools.partial(_send, sock, addr=addr))
+            except Exception:
+                self.log_error("UDP query")
 
     def forward(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
         """Finish a forwarded UDP query in a task; SERVFAIL at once when too many wait."""
@@ -201,6 +243,11 @@ class DnsServer:
         if now - self._last_error >= 1.0:
             self._last_error = now
             log.exception("DNS %s failed; still serving", what)
+
+
+def _send(sock: socket.socket, answer: bytes, addr: Address) -> None:
+    with contextlib.suppress(OSError):  # a full buffer or a peer gone: UDP drops the answer
+        sock.sendto(answer, addr)
 
 
 class _UdpListener(asyncio.DatagramProtocol):
