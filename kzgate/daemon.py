@@ -31,6 +31,7 @@ from kzgate.enforce.dryrun import DryRunEnforcer
 from kzgate.enforce.nft import NftEnforcer, NftError
 from kzgate.keys import KeyFileError, load_private_key, load_public_key
 from kzgate.logs import setup_logging
+from kzgate.memory import settle_after_start
 from kzgate.metrics import Metrics, NftCollector
 from kzgate.pipeline import Pipeline
 from kzgate.policy import PolicyIndex
@@ -130,6 +131,7 @@ class Daemon:
         if cfg.metrics.enabled:
             self.bound["metrics"] = await self._serve(self._metrics_app(), cfg.metrics.listen)
         api[READY][0] = True
+        settle_after_start()
         sdnotify.ready("serving")
         interval = sdnotify.watchdog_interval()
         if interval is not None:

@@ -116,6 +116,10 @@ class State:
 
 def diff_between(current: State, wanted: State) -> Diff:
     """What turns ``current`` into ``wanted`` (used by enforcers to reconcile)."""
+    if not current.domains and not current.prefixes:
+        # An empty enforcer (every start-up): everything is added, nothing to scan.
+        # Shared, not copied: neither a State nor a Diff is ever changed.
+        return Diff(domains_added=wanted.domains, prefixes_added=wanted.prefixes)
     return Diff(
         domains_added={d: r for d, r in wanted.domains.items() if d not in current.domains},
         domains_removed=frozenset(d for d in current.domains if d not in wanted.domains),

@@ -1,15 +1,17 @@
 """The lookup index the DNS hot path consults: restricted names and prefixes.
 
 Names are keyed by their lower-case wire form, so a query's name can be matched
-straight from the packet: the name and each parent suffix are one dict probe
-each, bounded by the deepest restricted name, and a miss builds no objects
-beyond the suffix slices.
+straight from the packet: the name and each parent suffix are one probe each.
+They live in a NameTable (kzgate/dns/_fast.c: about 40 octets a name, and a
+probe allocates nothing and usually reads one cache line; a dict without the C
+module), each mapped to the number of its InstructionRef in ``refs``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
+from kzgate.dns.fastpath import NameTable, new_name_table
 from kzgate.model import InstructionRef
 from kzgate.names import IPNetwork, domain_to_wire
 
@@ -18,7 +20,10 @@ class PolicyIndex:
     """Restricted domains (with their subdomains) and IP prefixes, with one naming ref each."""
 
     def __init__(self) -> None:
-        self._names: dict[bytes, InstructionRef] = {}
+        self._names = new_name_table()
+        # One number per instruction ever named here: the table stores numbers, not refs.
+        self._refs: list[InstructionRef] = []
+        self._ref_numbers: dict[InstructionRef, int] = {}
         self._prefixes: dict[IPNetwork, InstructionRef] = {}
         # prefix length -> network ints, per IP version, for address lookups
         self._by_len: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
@@ -27,9 +32,21 @@ class PolicyIndex:
         return len(self._names) + len(self._prefixes)
 
     @property
-    def wire_names(self) -> dict[bytes, InstructionRef]:
-        """The live name mapping, read in place by the C fast path; never replaced."""
+    def name_table(self) -> NameTable:
+        """The live names, read in place by the C fast path; never replaced."""
         return self._names
+
+    @property
+    def refs(self) -> list[InstructionRef]:
+        """The name table's values: number -> InstructionRef; only ever appended to."""
+        return self._refs
+
+    def _number(self, ref: InstructionRef) -> int:
+        number = self._ref_numbers.get(ref)
+        if number is None:
+            number = self._ref_numbers[ref] = len(self._refs)
+            self._refs.append(ref)
+        return number
 
     @property
     def domain_count(self) -> int:
@@ -40,10 +57,10 @@ class PolicyIndex:
         return len(self._prefixes)
 
     def set_domain(self, name: str, ref: InstructionRef) -> None:
-        self._names[domain_to_wire(name)] = ref
+        self._names.set(domain_to_wire(name), self._number(ref))
 
     def remove_domain(self, name: str) -> None:
-        self._names.pop(domain_to_wire(name), None)
+        self._names.discard(domain_to_wire(name))
 
     def set_prefix(self, net: IPNetwork, ref: InstructionRef) -> None:
         self._prefixes[net] = ref
@@ -59,31 +76,25 @@ class PolicyIndex:
                 del self._by_len[net.version][net.prefixlen]
 
     def domains(self) -> dict[str, InstructionRef]:
-        return {_wire_to_text(k): v for k, v in self._names.items()}
+        refs = self._refs
+        return {_wire_to_text(k): refs[v] for k, v in self._names.items()}
 
     def prefixes(self) -> dict[IPNetwork, InstructionRef]:
         return dict(self._prefixes)
 
     def lookup_wire(self, qname: bytes) -> InstructionRef | None:
         """Match a lower-case wire-form name (ending in the root octet) and its parents."""
-        hit = self.lookup_wire_at(qname)
-        return None if hit is None else hit[1]
+        hit = self._names.match(qname)
+        return None if hit is None else self._refs[hit[1]]
 
     def lookup_wire_at(self, qname: bytes) -> tuple[int, InstructionRef] | None:
         """The matched instruction, and the offset in ``qname`` where the matched suffix
         starts (the DNS engine points the block answer's SOA owner at it).
 
-        One dict probe per label, from the whole name up to the TLD.
+        One probe per label, from the whole name up to the TLD.
         """
-        names = self._names
-        off = 0
-        end = len(qname) - 1
-        while off < end:
-            ref = names.get(qname[off:])
-            if ref is not None:
-                return off, ref
-            off += qname[off] + 1
-        return None
+        hit = self._names.match(qname)
+        return None if hit is None else (hit[0], self._refs[hit[1]])
 
     def lookup_name(self, name: str) -> InstructionRef | None:
         """Match a normalized domain name and its parents."""

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #define BATCH 32        /* datagrams per recvmmsg/sendmmsg */
@@ -37,8 +38,12 @@
 #define T_OPT 41
 
 /* The engine's structures, read from the view tuple the engine keeps. */
+typedef struct NameTable NameTable;
+static long table_match(const NameTable *t, const unsigned char *name, size_t n, size_t *at);
+
 typedef struct {
-    PyObject *names;   /* dict: lower-case wire name -> InstructionRef */
+    NameTable *names;  /* lower-case wire name -> a number in refs */
+    PyObject *refs;    /* list: number -> InstructionRef */
     PyObject *entries; /* dict: (qname, qtype, qclass, do, edns) -> cache Entry */
     PyObject *plans;   /* dict: qtype or None -> (rcode, answer RRs, ancount, soa?) */
     PyObject *soa_tail; /* bytes: the SOA RR after its owner */
@@ -46,7 +51,7 @@ typedef struct {
     long blocked, cached;
 } View;
 
-enum { VIEW_NAMES, VIEW_ENTRIES, VIEW_PLANS, VIEW_SOA_TAIL, VIEW_OPTS, VIEW_VERDICTS, VIEW_STATS,
+enum { VIEW_NAMES, VIEW_REFS, VIEW_ENTRIES, VIEW_PLANS, VIEW_SOA_TAIL, VIEW_OPTS, VIEW_VERDICTS, VIEW_STATS,
        VIEW_SIZE };
 
 typedef struct {
@@ -73,26 +78,385 @@ static inline void put16(unsigned char *p, unsigned v)
     p[1] = (unsigned char)v;
 }
 
-/* The policy's match for a lower-case wire name: its value (borrowed) and the
- * offset of the matching suffix; NULL with no error when nothing matches. */
-static PyObject *match(PyObject *names, const unsigned char *name, Py_ssize_t len, Py_ssize_t *at)
+
+/* ---- NameTable: the policy's names, compact and probed without allocating ----
+ *
+ * Lower-case wire-form names (at most 255 octets) -> a uint32 value (the
+ * PolicyIndex's number for the instruction). Open addressing with linear
+ * probing over 8-octet slots: the upper 32 bits of the name's hash, and the
+ * record's offset + 1 in an arena of [value u32][length u8][name] records. A
+ * probe that misses usually reads one cache line; a dict of bytes keys reads
+ * three (index, entry, key object) and costs twice the memory.
+ */
+#define SLOT_EMPTY 0u
+#define SLOT_TOMB 0xFFFFFFFFu
+#define MAX_LOAD_NUM 7
+#define MAX_LOAD_DEN 10
+
+struct NameTable {
+    PyObject_HEAD
+    uint64_t *slots;
+    size_t cap; /* a power of two */
+    size_t used, filled; /* live entries; live + tombstones */
+    unsigned char *arena;
+    size_t arena_len, arena_cap, garbage;
+    uint64_t seed;
+};
+
+static PyTypeObject NameTableType;
+
+static uint64_t name_hash(const NameTable *t, const unsigned char *p, size_t n)
 {
-    Py_ssize_t off = 0, end = len - 1;
-    while (off < end) {
-        PyObject *key = PyBytes_FromStringAndSize((const char *)name + off, len - off);
-        if (key == NULL)
-            return NULL;
-        PyObject *ref = PyDict_GetItemWithError(names, key);
-        Py_DECREF(key);
-        if (ref != NULL) {
-            *at = off;
-            return ref;
-        }
-        if (PyErr_Occurred())
-            return NULL;
-        off += name[off] + 1;
+    uint64_t h = 0xcbf29ce484222325ULL ^ t->seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
     }
-    return NULL;
+    h ^= h >> 33; /* murmur3's finalizer: FNV's low bits alone cluster */
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint32_t slot_tag(uint64_t h) { return (uint32_t)(h >> 32) | 1u; } /* never 0 */
+
+/* The slot holding ``name``, or (size_t)-1; ``free_at`` gets the first reusable slot. */
+static size_t table_find(const NameTable *t, const unsigned char *name, size_t n, uint64_t h,
+                         size_t *free_at)
+{
+    size_t mask = t->cap - 1, i = (size_t)h & mask;
+    uint32_t tag = slot_tag(h);
+    if (free_at)
+        *free_at = (size_t)-1;
+    for (;;) {
+        uint64_t s = t->slots[i];
+        uint32_t ref = (uint32_t)s;
+        if (ref == SLOT_EMPTY) {
+            if (free_at && *free_at == (size_t)-1)
+                *free_at = i;
+            return (size_t)-1;
+        }
+        if (ref == SLOT_TOMB) {
+            if (free_at && *free_at == (size_t)-1)
+                *free_at = i;
+        } else if ((uint32_t)(s >> 32) == tag) {
+            const unsigned char *rec = t->arena + ref - 1;
+            if (rec[4] == n && memcmp(rec + 5, name, n) == 0)
+                return i;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+static inline uint32_t record_value(const NameTable *t, uint64_t slot)
+{
+    uint32_t v;
+    memcpy(&v, t->arena + (uint32_t)slot - 1, 4);
+    return v;
+}
+
+/* Rebuild into ``cap`` slots and a compacted arena. */
+static int table_rebuild(NameTable *t, size_t cap)
+{
+    size_t arena_cap = t->arena_len - t->garbage + 64;
+    uint64_t *slots = PyMem_Calloc(cap, sizeof *slots);
+    unsigned char *arena = PyMem_Malloc(arena_cap);
+    if (slots == NULL || arena == NULL) {
+        PyMem_Free(slots);
+        PyMem_Free(arena);
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t len = 0, mask = cap - 1;
+    for (size_t i = 0; i < t->cap; i++) {
+        uint32_t ref = (uint32_t)t->slots[i];
+        if (ref == SLOT_EMPTY || ref == SLOT_TOMB)
+            continue;
+        const unsigned char *rec = t->arena + ref - 1;
+        size_t size = 5 + rec[4];
+        memcpy(arena + len, rec, size);
+        uint64_t h = name_hash(t, rec + 5, rec[4]);
+        size_t j = (size_t)h & mask;
+        while ((uint32_t)slots[j] != SLOT_EMPTY)
+            j = (j + 1) & mask;
+        slots[j] = ((uint64_t)slot_tag(h) << 32) | (uint64_t)(len + 1);
+        len += size;
+    }
+    PyMem_Free(t->slots);
+    PyMem_Free(t->arena);
+    t->slots = slots;
+    t->cap = cap;
+    t->filled = t->used;
+    t->arena = arena;
+    t->arena_len = len;
+    t->arena_cap = arena_cap;
+    t->garbage = 0;
+    return 0;
+}
+
+static int name_arg(PyObject *obj, const unsigned char **p, size_t *n)
+{
+    if (!PyBytes_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "a wire-form name (bytes) expected");
+        return -1;
+    }
+    Py_ssize_t len = PyBytes_GET_SIZE(obj);
+    if (len < 1 || len > 255) {
+        PyErr_SetString(PyExc_ValueError, "a wire-form name is 1 to 255 octets");
+        return -1;
+    }
+    *p = (const unsigned char *)PyBytes_AS_STRING(obj);
+    *n = (size_t)len;
+    return 0;
+}
+
+static PyObject *NameTable_set(NameTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *name;
+    size_t n;
+    if (nargs != 2 || name_arg(args[0], &name, &n) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "set(name, value)");
+        return NULL;
+    }
+    unsigned long value = PyLong_AsUnsignedLong(args[1]);
+    if (value == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (value > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_OverflowError, "a value is at most 2**32 - 1");
+        return NULL;
+    }
+    uint32_t v = (uint32_t)value;
+    uint64_t h = name_hash(t, name, n);
+    size_t free_at, at = table_find(t, name, n, h, &free_at);
+    if (at != (size_t)-1) {
+        memcpy(t->arena + (uint32_t)t->slots[at] - 1, &v, 4);
+        Py_RETURN_NONE;
+    }
+    if ((t->filled + 1) * MAX_LOAD_DEN > t->cap * MAX_LOAD_NUM) {
+        size_t cap = t->cap;
+        while ((t->used + 1) * 2 > cap) /* at most half full after */
+            cap *= 2;
+        if (table_rebuild(t, cap) < 0)
+            return NULL;
+        table_find(t, name, n, h, &free_at);
+    }
+    if (t->arena_len + 5 + n > t->arena_cap) {
+        size_t cap = t->arena_cap + t->arena_cap / 4 + 5 + n; /* big blocks are remapped, not copied */
+        if (cap > 0xFFFFFFF0u) {
+            PyErr_SetString(PyExc_MemoryError, "name table arena is full");
+            return NULL;
+        }
+        unsigned char *arena = PyMem_Realloc(t->arena, cap);
+        if (arena == NULL)
+            return PyErr_NoMemory();
+        t->arena = arena;
+        t->arena_cap = cap;
+    }
+    unsigned char *rec = t->arena + t->arena_len;
+    memcpy(rec, &v, 4);
+    rec[4] = (unsigned char)n;
+    memcpy(rec + 5, name, n);
+    if ((uint32_t)t->slots[free_at] == SLOT_EMPTY)
+        t->filled++;
+    t->slots[free_at] = ((uint64_t)slot_tag(h) << 32) | (uint64_t)(t->arena_len + 1);
+    t->arena_len += 5 + n;
+    t->used++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *NameTable_discard(NameTable *t, PyObject *arg)
+{
+    const unsigned char *name;
+    size_t n;
+    if (name_arg(arg, &name, &n) < 0)
+        return NULL;
+    size_t at = table_find(t, name, n, name_hash(t, name, n), NULL);
+    if (at == (size_t)-1)
+        Py_RETURN_FALSE;
+    t->slots[at] = SLOT_TOMB;
+    t->used--;
+    t->garbage += 5 + n;
+    /* Removals leave records behind; compact once they are most of the arena. */
+    if (t->garbage > (1u << 20) && t->garbage * 2 > t->arena_len && table_rebuild(t, t->cap) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *NameTable_get(NameTable *t, PyObject *arg)
+{
+    const unsigned char *name;
+    size_t n;
+    if (name_arg(arg, &name, &n) < 0)
+        return NULL;
+    size_t at = table_find(t, name, n, name_hash(t, name, n), NULL);
+    if (at == (size_t)-1)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(record_value(t, t->slots[at]));
+}
+
+/* The value of the whole name or of its nearest listed parent, and the offset where
+ * that suffix starts; -1 when none is listed. Reads only within ``n`` octets. */
+static long table_match(const NameTable *t, const unsigned char *name, size_t n, size_t *at)
+{
+    size_t off = 0;
+    while (n > 0 && off < n - 1) {
+        size_t found = table_find(t, name + off, n - off, name_hash(t, name + off, n - off), NULL);
+        if (found != (size_t)-1) {
+            *at = off;
+            return (long)record_value(t, t->slots[found]);
+        }
+        off += (size_t)name[off] + 1;
+    }
+    return -1;
+}
+
+static PyObject *NameTable_match(NameTable *t, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "a wire-form name (bytes) expected");
+        return NULL;
+    }
+    size_t at = 0;
+    long v = table_match(t, (const unsigned char *)PyBytes_AS_STRING(arg),
+                         (size_t)PyBytes_GET_SIZE(arg), &at);
+    if (v < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(nk)", (Py_ssize_t)at, (unsigned long)v);
+}
+
+static PyObject *NameTable_items(NameTable *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < t->cap; i++) {
+        uint32_t ref = (uint32_t)t->slots[i];
+        if (ref == SLOT_EMPTY || ref == SLOT_TOMB)
+            continue;
+        const unsigned char *rec = t->arena + ref - 1;
+        PyObject *item = Py_BuildValue("(y#k)", (const char *)rec + 5, (Py_ssize_t)rec[4],
+                                       (unsigned long)record_value(t, t->slots[i]));
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
+static int table_init_storage(NameTable *t, size_t cap)
+{
+    PyMem_Free(t->slots);
+    PyMem_Free(t->arena);
+    t->slots = PyMem_Calloc(cap, sizeof *t->slots);
+    t->arena = PyMem_Malloc(256);
+    if (t->slots == NULL || t->arena == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->cap = cap;
+    t->used = t->filled = t->arena_len = t->garbage = 0;
+    t->arena_cap = 256;
+    return 0;
+}
+
+static PyObject *NameTable_clear(NameTable *t, PyObject *Py_UNUSED(ignored))
+{
+    if (table_init_storage(t, 16) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *NameTable_nbytes(NameTable *t, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(sizeof *t + t->cap * sizeof *t->slots + t->arena_cap);
+}
+
+static Py_ssize_t NameTable_len(NameTable *t) { return (Py_ssize_t)t->used; }
+
+static PyObject *NameTable_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (!_PyArg_NoPositional("NameTable", args) || !_PyArg_NoKeywords("NameTable", kwds))
+        return NULL;
+    NameTable *t = (NameTable *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    /* A per-table seed: which names collide is not predictable from outside. */
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *rnd = os ? PyObject_CallMethod(os, "urandom", "i", 8) : NULL;
+    Py_XDECREF(os);
+    if (rnd == NULL || !PyBytes_Check(rnd) || PyBytes_GET_SIZE(rnd) != 8) {
+        Py_XDECREF(rnd);
+        Py_DECREF(t);
+        return NULL;
+    }
+    memcpy(&t->seed, PyBytes_AS_STRING(rnd), 8);
+    Py_DECREF(rnd);
+    if (table_init_storage(t, 16) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static void NameTable_dealloc(NameTable *t)
+{
+    PyMem_Free(t->slots);
+    PyMem_Free(t->arena);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyMethodDef NameTable_methods[] = {
+    {"set", (PyCFunction)(void (*)(void))NameTable_set, METH_FASTCALL,
+     "set(name, value): add a wire-form name, or change its value"},
+    {"discard", (PyCFunction)NameTable_discard, METH_O, "discard(name) -> whether it was there"},
+    {"get", (PyCFunction)NameTable_get, METH_O, "get(name) -> its value, or None"},
+    {"match", (PyCFunction)NameTable_match, METH_O,
+     "match(qname) -> (offset, value) of the name or its nearest listed parent, or None"},
+    {"items", (PyCFunction)NameTable_items, METH_NOARGS, "items() -> [(name, value)]"},
+    {"clear", (PyCFunction)NameTable_clear, METH_NOARGS, "clear(): remove every name"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef NameTable_getset[] = {
+    {"nbytes", (getter)NameTable_nbytes, NULL, "memory held, in octets", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods NameTable_as_sequence = {.sq_length = (lenfunc)NameTable_len};
+
+static PyTypeObject NameTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kzgate.dns._fast.NameTable",
+    .tp_basicsize = sizeof(NameTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Lower-case wire-form names -> uint32 values, matched with their parents.",
+    .tp_new = NameTable_new,
+    .tp_dealloc = (destructor)NameTable_dealloc,
+    .tp_methods = NameTable_methods,
+    .tp_getset = NameTable_getset,
+    .tp_as_sequence = &NameTable_as_sequence,
+};
+
+/* The policy's match for a lower-case wire name: its InstructionRef (borrowed) and
+ * the offset of the matching suffix; NULL with no error when nothing matches. */
+static PyObject *match(const View *v, const unsigned char *name, Py_ssize_t len, Py_ssize_t *at)
+{
+    size_t off = 0;
+    long value = table_match(v->names, name, (size_t)len, &off);
+    if (value < 0)
+        return NULL;
+    if (value >= PyList_GET_SIZE(v->refs)) {
+        PyErr_SetString(PyExc_IndexError, "name table value without an instruction");
+        return NULL;
+    }
+    *at = (Py_ssize_t)off;
+    return PyList_GET_ITEM(v->refs, value);
 }
 
 /* A query's header and question, read as wire.parse_query reads them. */
@@ -280,7 +644,7 @@ static int cached_answer(View *v, const unsigned char *q, const Query *qy, doubl
             result = 0;
             goto done;
         }
-        PyObject *hit = match(v->names, (const unsigned char *)PyBytes_AS_STRING(t),
+        PyObject *hit = match(v, (const unsigned char *)PyBytes_AS_STRING(t),
                               PyBytes_GET_SIZE(t), &at);
         if (hit != NULL || PyErr_Occurred()) { /* blocked_cname: the engine's answer */
             result = PyErr_Occurred() ? -1 : 0;
@@ -344,7 +708,7 @@ static int answer(View *v, const unsigned char *q, Py_ssize_t n, double now, uns
     if (!parse(q, n, &qy))
         return 0;
     Py_ssize_t at;
-    PyObject *ref = match(v->names, qy.name, qy.name_len, &at);
+    PyObject *ref = match(v, qy.name, qy.name_len, &at);
     if (ref != NULL)
         return block_answer(v, q, &qy, ref, 12 + at, out, out_len);
     if (PyErr_Occurred())
@@ -358,12 +722,18 @@ static int load_view(PyObject *view, View *v)
         PyErr_SetString(PyExc_TypeError, "view: a tuple of the engine's structures expected");
         return -1;
     }
-    v->names = PyTuple_GET_ITEM(view, VIEW_NAMES);
+    PyObject *names = PyTuple_GET_ITEM(view, VIEW_NAMES);
+    if (!PyObject_TypeCheck(names, &NameTableType) || !PyList_Check(PyTuple_GET_ITEM(view, VIEW_REFS))) {
+        PyErr_SetString(PyExc_TypeError, "view: a NameTable and its list of refs expected");
+        return -1;
+    }
+    v->names = (NameTable *)names;
+    v->refs = PyTuple_GET_ITEM(view, VIEW_REFS);
     v->entries = PyTuple_GET_ITEM(view, VIEW_ENTRIES);
     v->plans = PyTuple_GET_ITEM(view, VIEW_PLANS);
     v->soa_tail = PyTuple_GET_ITEM(view, VIEW_SOA_TAIL);
     v->opts = PyTuple_GET_ITEM(view, VIEW_OPTS);
-    if (!PyDict_Check(v->names) || !PyDict_Check(v->entries) || !PyDict_Check(v->plans)
+    if (!PyDict_Check(v->entries) || !PyDict_Check(v->plans)
         || !PyBytes_Check(v->soa_tail) || !PyDict_Check(v->opts)
         || !PyDict_Check(PyTuple_GET_ITEM(view, VIEW_VERDICTS))) {
         PyErr_SetString(PyExc_TypeError, "view: unexpected member types");
@@ -607,9 +977,17 @@ PyMODINIT_FUNC PyInit__fast(void)
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
     }
+    if (PyType_Ready(&NameTableType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
+    Py_INCREF(&NameTableType);
+    if (PyModule_AddObject(m, "NameTable", (PyObject *)&NameTableType) < 0) {
+        Py_DECREF(&NameTableType);
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 || PyModule_AddIntConstant(m, "BUF_SIZE", BUF_SIZE) < 0) {
         Py_DECREF(m);
         return NULL;

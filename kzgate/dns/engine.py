@@ -12,6 +12,7 @@ import contextlib
 import struct
 
 from kzgate.dns.cache import Cache, CacheKey
+from kzgate.dns.fastpath import FastView
 from kzgate.dns.types import BlockSettings, DnsStats, Forward
 from kzgate.dns.wire import (
     CD,
@@ -53,9 +54,6 @@ from kzgate.names import domain_to_wire
 from kzgate.policy import PolicyIndex
 
 MAX_EDE_TEXT = 200
-# Read by the C fast path (kzgate/dns/_fast.c), which checks each member's type.
-FastView = tuple[object, object, object, bytes, object, dict[str, int], DnsStats]
-
 _OPT_EDE_TAIL = struct.Struct("!HHHH")  # OPT rdlength, option code, option length, info-code
 _QNAME_POINTER = 0xC00C  # the question's name, right after the 12-octet header
 
@@ -172,7 +170,8 @@ class Engine:
         """The engine's live structures, in the order kzgate/dns/_fast.c reads them."""
         plans, soa_tail, opts = self._block.fast_parts()
         return (
-            self.index.wire_names,
+            self.index.name_table,
+            self.index.refs,
             self.cache.entries,
             plans,
             soa_tail,

@@ -1,4 +1,6 @@
-"""The dry-run twin of an enforcer: it logs what it would change and keeps a copy of it."""
+"""The dry-run twin of the nftables enforcer: it logs what it would change for IP
+targets and keeps a copy of their prefixes. Domains are enforced for real by the
+DNS index, so they are only counted, never copied (a second 1M-name dict)."""
 
 from __future__ import annotations
 
@@ -11,22 +13,17 @@ log = logging.getLogger("kzgate.enforce.dryrun")
 
 
 class DryRunEnforcer:
-    """Applies nothing anywhere; remembers the state it would have made, and logs each diff."""
+    """Applies nothing anywhere; remembers the prefixes it would have set, and logs each diff."""
 
     name = "dryrun"
 
     def __init__(self) -> None:
-        self.domains: dict[str, InstructionRef] = {}
         self.prefixes: dict[IPNetwork, InstructionRef] = {}
         self.applied = 0
 
     async def apply(self, diff: Diff) -> None:
-        for name in diff.domains_removed:
-            self.domains.pop(name, None)
         for net in diff.prefixes_removed:
             self.prefixes.pop(net, None)
-        self.domains.update(diff.domains_added)
-        self.domains.update(diff.domains_relabelled)
         self.prefixes.update(diff.prefixes_added)
         self.applied += 1
         log.info(
@@ -38,6 +35,6 @@ class DryRunEnforcer:
         )
 
     async def reconcile(self, state: State) -> Diff:
-        fix = diff_between(State(self.domains, self.prefixes), state)
+        fix = diff_between(State({}, self.prefixes), State({}, state.prefixes))
         await self.apply(fix)
         return fix

@@ -1,0 +1,32 @@
+"""Giving back what start-up used only for a moment.
+
+Loading a million names builds large temporary dicts (the state snapshot, the
+start-up diff); glibc keeps much of the freed heap mapped unless asked. And the
+objects that survive start-up live as long as the process: the cyclic GC need
+not walk them again on every full collection (about 50 ms with 1M names).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+
+
+def settle_after_start() -> None:
+    gc.freeze()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Return free heap pages to the system (glibc's malloc_trim); elsewhere, nothing."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
