@@ -2,6 +2,8 @@ import ipaddress
 
 import pytest
 
+from kzgate import policy
+from kzgate.dns.fastpath import FAST, DictNameTable
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
 from kzgate.model import Diff, InstructionRef, State
 from kzgate.names import domain_to_wire
@@ -9,6 +11,19 @@ from kzgate.policy import PolicyIndex
 
 A = InstructionRef("mci", "1", "2026-11-01")
 B = InstructionRef("mci", "2", "2026-11-02")
+
+
+@pytest.fixture(
+    autouse=True,
+    params=[
+        pytest.param("c", marks=pytest.mark.skipif(FAST is None, reason="not built")),
+        "python",
+    ],
+)
+def table_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test on the compiled NameTable and on the dict one (an install without C)."""
+    if request.param == "python":
+        monkeypatch.setattr(policy, "new_name_table", DictNameTable)
 
 
 def test_name_and_subdomains_match_parents_do_not() -> None:
