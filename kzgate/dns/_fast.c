@@ -267,13 +267,20 @@ static PyObject *NameTable_set(NameTable *t, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-static PyObject *NameTable_discard(NameTable *t, PyObject *arg)
+/* The slot of the name in ``arg`` ((size_t)-1: absent), its length in ``n``; -2 on error. */
+static size_t find_arg(const NameTable *t, PyObject *arg, size_t *n)
 {
     const unsigned char *name;
-    size_t n;
-    if (name_arg(arg, &name, &n) < 0)
+    if (name_arg(arg, &name, n) < 0)
+        return (size_t)-2;
+    return table_find(t, name, *n, name_hash(t, name, *n), NULL);
+}
+
+static PyObject *NameTable_discard(NameTable *t, PyObject *arg)
+{
+    size_t n, at = find_arg(t, arg, &n);
+    if (at == (size_t)-2)
         return NULL;
-    size_t at = table_find(t, name, n, name_hash(t, name, n), NULL);
     if (at == (size_t)-1)
         Py_RETURN_FALSE;
     t->slots[at] = SLOT_TOMB;
@@ -287,11 +294,9 @@ static PyObject *NameTable_discard(NameTable *t, PyObject *arg)
 
 static PyObject *NameTable_get(NameTable *t, PyObject *arg)
 {
-    const unsigned char *name;
-    size_t n;
-    if (name_arg(arg, &name, &n) < 0)
+    size_t n, at = find_arg(t, arg, &n);
+    if (at == (size_t)-2)
         return NULL;
-    size_t at = table_find(t, name, n, name_hash(t, name, n), NULL);
     if (at == (size_t)-1)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLong(record_value(t, t->slots[at]));
@@ -743,42 +748,26 @@ static int load_view(PyObject *view, View *v)
     return 0;
 }
 
-static int add_to_dict(PyObject *dict, PyObject *key, long n)
+/* obj[key] += n (a dict), or obj.key += n (``attr``). */
+static int add_count(PyObject *obj, PyObject *key, long n, int attr)
 {
     if (n == 0)
         return 0;
-    PyObject *old = PyDict_GetItemWithError(dict, key);
+    PyObject *old = attr ? PyObject_GetAttr(obj, key) : PyDict_GetItemWithError(obj, key);
+    if (old == NULL && (attr || PyErr_Occurred()))
+        return -1;
     long base = 0;
     if (old != NULL) {
         base = PyLong_AsLong(old);
+        if (attr)
+            Py_DECREF(old); /* GetAttr's reference is new; the dict's is borrowed */
         if (base == -1 && PyErr_Occurred())
             return -1;
-    } else if (PyErr_Occurred()) {
-        return -1;
     }
     PyObject *value = PyLong_FromLong(base + n);
     if (value == NULL)
         return -1;
-    int rc = PyDict_SetItem(dict, key, value);
-    Py_DECREF(value);
-    return rc;
-}
-
-static int add_to_attr(PyObject *obj, PyObject *name, long n)
-{
-    if (n == 0)
-        return 0;
-    PyObject *old = PyObject_GetAttr(obj, name);
-    if (old == NULL)
-        return -1;
-    long base = PyLong_AsLong(old);
-    Py_DECREF(old);
-    if (base == -1 && PyErr_Occurred())
-        return -1;
-    PyObject *value = PyLong_FromLong(base + n);
-    if (value == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(obj, name, value);
+    int rc = attr ? PyObject_SetAttr(obj, key, value) : PyDict_SetItem(obj, key, value);
     Py_DECREF(value);
     return rc;
 }
@@ -786,10 +775,10 @@ static int add_to_attr(PyObject *obj, PyObject *name, long n)
 static int count(PyObject *view, const View *v, long dropped)
 {
     PyObject *verdicts = PyTuple_GET_ITEM(view, VIEW_VERDICTS);
-    if (add_to_dict(verdicts, s_blocked, v->blocked) < 0 || add_to_dict(verdicts, s_cached, v->cached) < 0
-        || add_to_dict(verdicts, s_dropped, dropped) < 0)
+    if (add_count(verdicts, s_blocked, v->blocked, 0) < 0 || add_count(verdicts, s_cached, v->cached, 0) < 0
+        || add_count(verdicts, s_dropped, dropped, 0) < 0)
         return -1;
-    return add_to_attr(PyTuple_GET_ITEM(view, VIEW_STATS), s_cache_hits, v->cached);
+    return add_count(PyTuple_GET_ITEM(view, VIEW_STATS), s_cache_hits, v->cached, 1);
 }
 
 static PyObject *peer(const struct sockaddr_storage *ss)
