@@ -9,7 +9,6 @@ not walk them again on every full collection (about 50 ms with 1M names).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 
 
@@ -20,12 +19,10 @@ def settle_after_start() -> None:
 
 def trim_heap() -> None:
     """Return free heap pages to the system (glibc's malloc_trim); elsewhere, nothing."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        # The process's own symbols, libc's among them: find_library would run ldconfig.
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:  # not glibc (musl has no malloc_trim)
         return
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int

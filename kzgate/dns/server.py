@@ -100,7 +100,7 @@ class DnsServer:
                 self._fast_udp.append(udp)
             else:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpListener(self._engine, self), sock=udp
+                    lambda: _UdpListener(self), sock=udp
                 )
                 self._udp.append(transport)
             self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp, backlog=1024))
@@ -124,14 +124,18 @@ class DnsServer:
             self.log_error("UDP fast path")
             return
         for data, addr in rest or ():
-            try:
-                out = self._engine.on_query(data, time.monotonic())
-                if isinstance(out, bytes):
-                    _send(sock, out, addr)
-                elif out is not None:
-                    self.forward(out, functools.partial(_send, sock, addr=addr))
-            except Exception:
-                self.log_error("UDP query")
+            self.answer_udp(data, functools.partial(_send, sock, addr=addr))
+
+    def answer_udp(self, data: bytes, send: Callable[[bytes], None]) -> None:
+        """One UDP query through the engine: answered now, or once the upstreams reply."""
+        try:
+            out = self._engine.on_query(data, time.monotonic())
+            if isinstance(out, bytes):
+                send(out)
+            elif out is not None:
+                self.forward(out, send)
+        except Exception:
+            self.log_error("UDP query")
 
     def forward(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
         """Finish a forwarded UDP query in a task; SERVFAIL at once when too many wait."""
@@ -253,22 +257,14 @@ def _send(sock: socket.socket, answer: bytes, addr: Address) -> None:
 class _UdpListener(asyncio.DatagramProtocol):
     transport: asyncio.DatagramTransport
 
-    def __init__(self, engine: Engine, server: DnsServer) -> None:
-        self._engine = engine
+    def __init__(self, server: DnsServer) -> None:
         self._server = server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            out = self._engine.on_query(data, time.monotonic())
-            if isinstance(out, bytes):
-                self.transport.sendto(out, addr)
-            elif out is not None:
-                self._server.forward(out, lambda answer: self.transport.sendto(answer, addr))
-        except Exception:
-            self._server.log_error("UDP query")
+        self._server.answer_udp(data, functools.partial(self.transport.sendto, addr=addr))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier answers (a client gone away): nothing to do
