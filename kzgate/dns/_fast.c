@@ -977,9 +977,5 @@ PyMODINIT_FUNC PyInit__fast(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 || PyModule_AddIntConstant(m, "BUF_SIZE", BUF_SIZE) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
     return m;
 }

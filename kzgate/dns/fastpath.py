@@ -45,8 +45,6 @@ class NameTable(Protocol):
 
 
 class FastModule(Protocol):
-    BATCH: int
-    BUF_SIZE: int
     NameTable: type[NameTable]
 
     def serve(self, fd: int, now: float, view: FastView) -> list[tuple[bytes, Address]] | None:
