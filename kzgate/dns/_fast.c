@@ -490,14 +490,15 @@ static int parse(const unsigned char *q, Py_ssize_t n, Query *out)
             break;
         if (len > 63 || off + 1 + (Py_ssize_t)len > n)
             return 0;
+        /* Checked before the copy: ``name`` holds 255 octets with the root one. */
+        if (off - 12 + 1 + (Py_ssize_t)len > 254)
+            return 0;
         out->name[off - 12] = (unsigned char)len;
         for (unsigned i = 1; i <= len; i++) {
             unsigned char c = q[off + i];
             out->name[off - 12 + i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
         }
         off += len + 1;
-        if (off - 12 > 254)
-            return 0;
     }
     out->name[off - 12] = 0;
     out->name_len = off - 12 + 1;

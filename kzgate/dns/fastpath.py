@@ -71,13 +71,13 @@ class DictNameTable:
         self._names: dict[bytes, int] = {}
 
     def set(self, name: bytes, value: int) -> None:
-        self._names[name] = value
+        self._names[_checked(name)] = value
 
     def discard(self, name: bytes) -> bool:
-        return self._names.pop(name, None) is not None
+        return self._names.pop(_checked(name), None) is not None
 
     def get(self, name: bytes) -> int | None:
-        return self._names.get(name)
+        return self._names.get(_checked(name))
 
     def match(self, qname: bytes) -> tuple[int, int] | None:
         names = self._names
@@ -102,6 +102,13 @@ class DictNameTable:
     @property
     def nbytes(self) -> int:
         return sys.getsizeof(self._names) + sum(map(sys.getsizeof, self._names))
+
+
+def _checked(name: bytes) -> bytes:
+    # The same refusal as the C table's, so the twins agree on every input.
+    if not 1 <= len(name) <= 255:
+        raise ValueError("a wire-form name is 1 to 255 octets")
+    return name
 
 
 def new_name_table() -> NameTable:
