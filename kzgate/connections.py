@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -55,6 +55,10 @@ class ConnectionTable(Generic[C]):
 
     def __contains__(self, conn: object) -> bool:
         return conn in self._order
+
+    def __iter__(self) -> Iterator[C]:
+        """The connections, least recently active first."""
+        return iter(list(self._order))
 
     def held_by(self, client: str) -> int:
         return self._per_client.get(client, 0)

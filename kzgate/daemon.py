@@ -120,10 +120,12 @@ class Daemon:
                 raise StartupError(f"cannot listen for rpz: {exc.strerror or exc}") from None
             # The start-up reconcile's NOTIFY went out before we listened: say it again.
             self.rpz.announce()
+            self.metrics.refusals.watch("rpz", self.rpz.server.refusals.read)
         if self.dns is not None:
             self.bound["dns"] = bound[0]
             dns = self.dns
             self.metrics.registry.register(DnsCollector(dns.snapshot))
+            self.metrics.refusals.watch("dns", lambda: dns.snapshot().refusals)
         self.limiter = RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst)
         api = make_app(self.pipeline, max_body_bytes=cfg.api.max_body_bytes, limiter=self.limiter)
         tls = server_context(cfg.api.tls_cert, cfg.api.tls_key, cfg.api.client_ca)

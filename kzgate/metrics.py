@@ -37,6 +37,7 @@ REFUSAL_REASONS: Mapping[str, tuple[str, ...]] = {
     "rpz": (
         "connections",
         "per_client",
+        "evicted",  # a connection never served (refusals only) closed to let a new one in
         "acl",  # a TCP connection or UDP query from outside rpz.allow_transfer
         "read_timeout",  # no query served within rpz.idle_timeout
         "write_timeout",
