@@ -13,11 +13,15 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from daemon_proc import DaemonProcess
 from dnsfake import FakeDns
 from dnslib import RCODE, DNSRecord
+from kzfixtures import write_config
 
 from kzgate.config import DnsTcpConfig, HostPort
 from kzgate.dns.engine import Engine
@@ -308,3 +312,36 @@ async def test_the_total_upstream_queue_is_bounded(make: Make) -> None:
     assert await udp_ask(r.port, "blocked.kz", "127.0.0.9") is not None  # blocking goes on
     await asyncio.gather(*flood)
     assert r.refusals == {"pending_upstream": 4}
+
+
+async def test_with_workers_each_process_caps_and_the_metric_sums_them(
+    tmp_path: Path, pki: Path
+) -> None:
+    """`kzgate run` with two DNS workers: the cap holds in each, /metrics adds the refusals."""
+    dns = {"listen": ["127.0.0.1:0"], "workers": 2, "tcp": {"max_per_client": 2}}
+    proc = DaemonProcess(write_config(tmp_path, pki, dns=dns))
+    await proc.start()
+    mine: list[Stream] = []
+    try:
+        port = proc.ports["dns"]
+        mine = [await connect(port, "127.0.0.2") for _ in range(12)]
+        closed = [await is_closed(reader, 0.3) for reader, _ in mine]
+        # each worker kept two (the kernel spreads connections by their source port)
+        assert 2 <= closed.count(False) <= 4, closed
+        assert await tcp_ask(port, "example.kz", source="127.0.0.3") == RCODE.SERVFAIL  # admitted
+        url = f"http://127.0.0.1:{proc.ports['metrics']}/metrics"
+        line = 'kzgate_listener_refusals_total{listener="dns",reason="per_client"}'
+        deadline = time.monotonic() + 3  # workers report their counters twice a second
+        while True:
+            async with aiohttp.ClientSession() as session, session.get(url) as resp:
+                text = await resp.text()
+            value = [float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line)]
+            if value == [closed.count(True)] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert value == [closed.count(True)], text
+    finally:
+        close_all(mine)
+        proc.signal(15)
+        assert proc.proc is not None
+        await asyncio.wait_for(proc.proc.wait(), 15)
