@@ -46,6 +46,7 @@ class NotEnforced:
     """Per enforcer, the targets of the effective state it leaves out."""
 
     def __init__(self, names: Iterable[str] = ()) -> None:
+        names = list(names)
         self._domains: dict[str, set[str]] = {name: set() for name in names}
         self._prefixes: dict[str, set[IPNetwork]] = {name: set() for name in names}
 
