@@ -112,19 +112,20 @@ async def test_partial_receipt_names_what_rpz_cannot_hold(
         assert (again.status, again.body) == (200, answer.body)
         # Alarmed: metric, log line, status summary.
         assert (gauge(pipeline, "rpz"), gauge(pipeline, "dns")) == (1, 0)
-        assert pipeline.metrics.registry.get_sample_value(
-            "kzgate_tasks_total", {"type": "restrict", "outcome": "partial"}
-        ) == 1
+        assert (
+            pipeline.metrics.registry.get_sample_value(
+                "kzgate_tasks_total", {"type": "restrict", "outcome": "partial"}
+            )
+            == 1
+        )
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert any(f"outcome=partial" in m and f"not_enforced=rpz:1({LONG})" in m for m in warned)
+        assert any("outcome=partial" in m and f"not_enforced=rpz:1({LONG})" in m for m in warned)
         assert any("enforcer rpz cannot represent 1 new target" in m for m in warned), warned
         assert pipeline.not_enforced_summary() == {"rpz": {"count": 1, "targets": [LONG]}}
 
         # A second instruction for the same name is partial too (the diff adds nothing).
         second = await pipeline.submit(mci.sign(mci.restrict("2", f"domain:{LONG}")))
-        assert second.body["status"] == "partial" and second.body["not_enforced"] == {
-            "rpz": [LONG]
-        }
+        assert second.body["status"] == "partial" and second.body["not_enforced"] == {"rpz": [LONG]}
         assert gauge(pipeline, "rpz") == 1
 
         # Resumes: applied, and the RPZ enforcer never fails over the name it left out.
@@ -158,9 +159,7 @@ async def test_a_task_held_up_is_re_signed_partial_and_stays_settled(
         dns.broken = False
         await pipeline.repair()
         later = await pipeline.receipt("mci", task["id"])
-        assert later.body["status"] == "partial" and later.body["not_enforced"] == {
-            "rpz": [LONG]
-        }
+        assert later.body["status"] == "partial" and later.body["not_enforced"] == {"rpz": [LONG]}
         verify_receipt(later.body, setup.public)
         # Stored as partial: not "accepted" any more, so never re-signed again.
         assert await pipeline.in_register(pipeline.register.unapplied_tasks) == []
