@@ -109,7 +109,7 @@ class ZoneParams:
 
     def carries_prefix(self, net: IPNetwork) -> bool:
         if owner_octets(LONGEST_IP_TRIGGER, self.origin) <= MAX_NAME_OCTETS:
-            return True  # every origin config.py accepts: no trigger to render
+            return True  # every origin config.py accepts: every trigger fits
         return owner_octets(ip_trigger(net), self.origin) <= MAX_NAME_OCTETS
 
 
