@@ -55,6 +55,7 @@ CONTRACT = {
     "kzgate_dns_cache_hits_total": "counter",
     "kzgate_enforcer_errors_total": "counter",
     "kzgate_enforcer_drift_repairs_total": "counter",
+    "kzgate_not_enforced_targets": "gauge",
     "kzgate_build_info": "gauge",
 }
 NFT_CONTRACT = {
@@ -307,6 +308,7 @@ REQUIRED_ALERTS = {
     "KzgateNoTasks",
     "KzgateDown",
     "KzgateTasksRefused",
+    "KzgateTargetsNotEnforced",
 }
 
 
