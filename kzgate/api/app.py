@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from importlib.resources import files
 from typing import Any
 
 from aiohttp import web
@@ -155,18 +157,30 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready and pipeline.healthy else 503)
 
 
+# Read once at import: a kzgate installed without its document fails loudly at start.
+OPENAPI_DOCUMENT = files("kzgate.api").joinpath("openapi.json").read_bytes()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
+
+
 def _ref(ref: Any) -> dict[str, str]:
     return {"iss": ref.iss, "number": ref.number, "date": ref.date}
+
+
+# int() alone also takes " 5", "+5", "1_0" and other scripts' digits ("٣");
+# the OpenAPI document says integer, and on the wire that is ASCII decimal only.
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
 
 
 def _int_param(request: web.Request, key: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(key)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidTask(f"{key}: not an integer") from None
+    if _DECIMAL.fullmatch(raw) is None:
+        raise InvalidTask(f"{key}: not an integer")
+    value = int(raw)
     if not low <= value <= high:
         raise InvalidTask(f"{key}: must be between {low} and {high}")
     return value
@@ -185,4 +199,5 @@ def make_app(pipeline: Pipeline, *, max_body_bytes: int, limiter: RateLimiter) -
     app.router.add_get("/v1/lookup", get_lookup)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/openapi.json", openapi)
     return app
