@@ -12,10 +12,13 @@ from importlib.resources import files
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from kzgate.api.ratelimit import RateLimiter
 from kzgate.errors import (
     InvalidTask,
+    Malformed,
     RateLimited,
     TaskError,
     TooLarge,
@@ -77,11 +80,16 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
         raise TooLarge(f"body of {request.content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"body over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except (ConnectionError, RequestPayloadError, HttpProcessingError) as exc:
+        # The client hung up or broke the framing mid-body: its fault, not an
+        # internal error to log with a traceback (one TLS handshake per line).
+        raise Malformed(f"body could not be read ({type(exc).__name__})") from None
     return b"".join(chunks)
 
 
@@ -90,6 +98,9 @@ async def post_task(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(
             f"Content-Type is {request.content_type!r}; expected 'application/jose'"
         )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"Content-Encoding is {encoding!r:.40}; send the JWS as is")
     body = await read_limited(request, request.app[MAX_BODY])
     answer = await request.app[PIPELINE].submit(body)
     return web.json_response(answer.body, status=answer.status)
@@ -188,7 +199,13 @@ def _int_param(request: web.Request, key: str, default: int, low: int, high: int
 
 def make_app(pipeline: Pipeline, *, max_body_bytes: int, limiter: RateLimiter) -> web.Application:
     # aiohttp's own body cap sits just above ours so that read_limited decides.
-    app = web.Application(middlewares=[map_errors], client_max_size=max_body_bytes + 1)
+    # Bodies are not decoded: a task is never compressed, and aiohttp's decoder
+    # answered a corrupt gzip body with a 503 and a br one with a plain-text 400.
+    app = web.Application(
+        middlewares=[map_errors],
+        client_max_size=max_body_bytes + 1,
+        handler_args={"auto_decompress": False},
+    )
     app[PIPELINE] = pipeline
     app[LIMITER] = limiter
     app[MAX_BODY] = max_body_bytes

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gzip
 import itertools
 import json
 import os
+import ssl
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import pytest
 from daemon_proc import DaemonProcess
-from kzfixtures import Regulator, client_ssl, push_task, write_config
+from kzfixtures import Regulator, client_ssl, dump_register, push_task, write_config
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from kzgate.api.app import make_app
@@ -132,22 +138,38 @@ async def seed_register(port: int, pki: Path) -> None:
         assert status == 200, answer
 
 
-async def test_the_daemon_serves_the_packaged_document(tmp_path: Path, pki: Path) -> None:
+@dataclass
+class Live:
+    """A live daemon, its API's base URL, and a session with the client certificate."""
+
+    daemon: DaemonProcess
+    base: str
+    session: aiohttp.ClientSession
+    db: Path
+
+
+@pytest.fixture
+async def live(tmp_path: Path, pki: Path) -> AsyncIterator[Live]:
     daemon = DaemonProcess(live_config(tmp_path, pki))
     await daemon.start()
     try:
-        url = f"https://127.0.0.1:{daemon.ports['api']}/v1/openapi.json"
         connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            session.get(url) as resp,
-        ):
-            assert resp.status == 200
-            assert resp.content_type == "application/json"
-            assert await resp.read() == PACKAGED.read_bytes()
+        async with aiohttp.ClientSession(connector=connector) as session:
+            base = f"https://127.0.0.1:{daemon.ports['api']}"
+            yield Live(daemon, base, session, tmp_path / "kzgate.db")
     finally:
         daemon.kill()
         await daemon.wait()
+
+
+async def test_the_daemon_serves_the_packaged_document(
+    live: Live,
+) -> None:
+    base, session = live.base, live.session
+    async with session.get(base + "/v1/openapi.json") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        assert await resp.read() == PACKAGED.read_bytes()
 
 
 def read_report(path: Path) -> list[dict[str, Any]]:
@@ -272,29 +294,81 @@ async def test_schemathesis_finds_no_error_and_no_answer_outside_the_document(
     assert elapsed < ST_TIMEOUT_SECONDS
 
 
-async def test_integer_query_parameters_are_plain_decimal(tmp_path: Path, pki: Path) -> None:
+async def test_integer_query_parameters_are_plain_decimal(
+    live: Live,
+) -> None:
     """int() also takes " 5", "+5", "1_0" and "٣" (Arabic-Indic three); the document
     says integer, so those are 422 like any other non-integer."""
-    daemon = DaemonProcess(live_config(tmp_path, pki))
-    await daemon.start()
-    base = f"https://127.0.0.1:{daemon.ports['api']}/v1/instructions"
-    try:
-        connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            for key, raw in [
-                ("limit", "1_0"),
-                ("limit", " 3"),
-                ("limit", "3 "),
-                ("limit", "\u0663"),
-                ("offset", "+5"),
-                ("targets_limit", "\uff15"),  # fullwidth five
-            ]:
-                async with session.get(base, params={key: raw}) as resp:
-                    answer = await resp.json()
-                    assert (resp.status, answer["error"]) == (422, "invalid_task"), (key, raw)
-            for key, raw in [("limit", "10"), ("offset", "0"), ("targets_limit", "0")]:
-                async with session.get(base, params={key: raw}) as resp:
-                    assert resp.status == 200, (key, raw, await resp.text())
-    finally:
-        daemon.kill()
-        await daemon.wait()
+    base, session = live.base, live.session
+    for key, raw in [
+        ("limit", "1_0"),
+        ("limit", " 3"),
+        ("limit", "3 "),
+        ("limit", "\u0663"),
+        ("offset", "+5"),
+        ("targets_limit", "\uff15"),  # fullwidth five
+    ]:
+        async with session.get(base + "/v1/instructions", params={key: raw}) as resp:
+            answer = await resp.json()
+            assert (resp.status, answer["error"]) == (422, "invalid_task"), (key, raw)
+    for key, raw in [("limit", "10"), ("offset", "0"), ("targets_limit", "0")]:
+        async with session.get(base + "/v1/instructions", params={key: raw}) as resp:
+            assert resp.status == 200, (key, raw, await resp.text())
+
+
+async def test_a_body_with_a_content_encoding_is_415_and_stores_nothing(
+    live: Live, tmp_path: Path, pki: Path
+) -> None:
+    """A task is never compressed. Before, aiohttp decoded the body: corrupt gzip or
+    deflate was a 503 (and a logged traceback), br or zstd a plain-text 400."""
+    base, session = live.base, live.session
+    mci = Regulator(pki)
+    task = mci.sign(mci.restrict("gz-1", "domain:gz.example.kz"))
+    before = dump_register(live.db)
+    for encoding, body in [
+        ("gzip", gzip.compress(task)),  # even a valid one: never decoded, never stored
+        ("gzip", b"not gzip"),
+        ("deflate", b"not deflate"),
+        ("br", b"\x00\x01"),
+        ("zstd", b"\x00\x01"),
+        ("x-unknown", task),
+    ]:
+        headers = {"Content-Type": "application/jose", "Content-Encoding": encoding}
+        async with session.post(base + "/v1/tasks", data=body, headers=headers) as resp:
+            assert resp.content_type == "application/json", (encoding, await resp.text())
+            answer = await resp.json()
+            assert (resp.status, answer["error"]) == (415, "unsupported_media_type"), encoding
+    assert dump_register(live.db) == before
+    headers = {"Content-Type": "application/jose", "Content-Encoding": "identity"}
+    async with session.post(base + "/v1/tasks", data=task, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_a_body_cut_short_is_the_client_fault_not_an_internal_error(
+    live: Live, tmp_path: Path, pki: Path
+) -> None:
+    """A client that hangs up mid-body, or breaks the chunked framing after the
+    handler started reading, got "internal error" logged with a traceback: one
+    TLS handshake per ERROR line. It is a malformed request, not kzgate's fault."""
+    base, session = live.base, live.session
+    port = live.daemon.ports["api"]
+    head = b"POST /v1/tasks HTTP/1.1\r\nHost: kzgate\r\nContent-Type: application/jose\r\n"
+    for raw in [
+        head + b"Content-Length: 100\r\n\r\nabc",  # then hangs up
+        head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nabc",  # then hangs up
+        head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",  # bad size
+    ]:
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_ssl(pki), server_hostname="localhost"
+        )
+        writer.write(raw)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body now
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    async with session.get(base + "/healthz") as resp:  # still serving
+        assert resp.status == 200
+    await asyncio.sleep(0.2)
+    log = live.daemon.log
+    assert not [line for line in log if "internal error" in line], "".join(log)
