@@ -41,8 +41,9 @@ DOCS_COPY = ROOT / "docs/openapi.json"
 PACKAGED = files("kzgate.api").joinpath("openapi.json")
 HOOKS_DIR = ROOT / "tests"
 
-# Schemathesis: a fixed seed and a case budget per operation; the CI cost of the
-# whole run is about 25 s on one core (see the report in the commit message).
+# Schemathesis: a fixed seed and a case budget per operation (about 1,100
+# requests; 20-35 s on this project's 2-core machine, most of it the
+# stateful phase); the timeout only stops a run that hangs.
 SEED = 20261122
 MAX_EXAMPLES = 100
 ST_TIMEOUT_SECONDS = 150
@@ -85,15 +86,20 @@ def test_every_route_of_the_app_is_documented_and_nothing_else() -> None:
     assert served == documented
 
 
-def test_every_operation_answers_429_and_503_where_the_app_can() -> None:
-    paths = document()["paths"]
-    for path, item in paths.items():
+def test_every_operation_documents_the_refusals_every_request_can_meet() -> None:
+    """429 wherever the rate limit applies (all but the health routes); 503
+    `unavailable` wherever map_errors can turn a register failure into one."""
+    unavailable = {"#/components/responses/Unavailable"}
+    for path, item in document()["paths"].items():
         for method, operation in item.items():
-            codes = set(operation["responses"])
-            if path in ("/healthz", "/readyz"):
-                assert "429" not in codes, (method, path)  # not rate limited
-            else:
-                assert "429" in codes, (method, path)
+            responses = operation["responses"]
+            rate_limited = path not in ("/healthz", "/readyz")
+            assert ("429" in responses) == rate_limited, (method, path)
+            uses_register = path.startswith("/v1/") and path != "/v1/openapi.json"
+            assert uses_register == ({responses.get("503", {}).get("$ref")} == unavailable), (
+                method,
+                path,
+            )
 
 
 def live_config(tmp_path: Path, pki: Path) -> Path:
@@ -106,7 +112,7 @@ def live_config(tmp_path: Path, pki: Path) -> Path:
             "rate_limit": {"per_second": 1_000_000, "burst": 1_000_000},
             "max_body_bytes": 8192,  # tests/openapi_hooks.py sends some tasks over it
         },
-        # RPZ on, so that every enforcer a task reaches is the real one.
+        # RPZ on: the enforcer that cannot carry every legal name (status partial).
         rpz={
             "enabled": True,
             "listen": ["127.0.0.1:0"],
@@ -165,9 +171,7 @@ async def live(tmp_path: Path, pki: Path) -> AsyncIterator[Live]:
         await daemon.wait()
 
 
-async def test_the_daemon_serves_the_packaged_document(
-    live: Live,
-) -> None:
+async def test_the_daemon_serves_the_packaged_document(live: Live) -> None:
     base, session = live.base, live.session
     async with session.get(base + "/v1/openapi.json") as resp:
         assert resp.status == 200
@@ -209,52 +213,43 @@ def json_field(body: bytes, key: str) -> Any:
 
 
 async def test_schemathesis_finds_no_error_and_no_answer_outside_the_document(
-    tmp_path: Path, pki: Path
+    live: Live, tmp_path: Path, pki: Path
 ) -> None:
-    daemon = DaemonProcess(live_config(tmp_path, pki))
-    await daemon.start()
-    port = daemon.ports["api"]
+    port = live.daemon.ports["api"]
     report_dir = tmp_path / "schemathesis"
+    await seed_register(port, pki)
+    env = dict(
+        os.environ,
+        SCHEMATHESIS_HOOKS="openapi_hooks",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HOOKS_DIR), os.environ.get("PYTHONPATH")])),
+        KZGATE_ST_PKI=str(pki),
+    )
+    command = [
+        sys.executable, "-m", "schemathesis.cli", "run", str(DOCS_COPY),
+        "--url", live.base,
+        "--tls-verify", str(pki / "tls/ca.crt"),
+        "--request-cert", str(pki / "tls/client.crt"),
+        "--request-cert-key", str(pki / "tls/client.key"),
+        "--checks", "all", "--exclude-checks", EXCLUDED_CHECKS,
+        "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES),
+        "--workers", "1", "--generation-database", "none",
+        "--request-timeout", "10",
+        "--no-color", "--report", "ndjson", "--report-dir", str(report_dir),
+    ]  # fmt: skip
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *command, env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
     try:
-        await seed_register(port, pki)
-        env = dict(
-            os.environ,
-            SCHEMATHESIS_HOOKS="openapi_hooks",
-            PYTHONPATH=os.pathsep.join(
-                filter(None, [str(HOOKS_DIR), os.environ.get("PYTHONPATH")])
-            ),
-            KZGATE_ST_PKI=str(pki),
-        )
-        command = [
-            sys.executable, "-m", "schemathesis.cli", "run", str(DOCS_COPY),
-            "--url", f"https://127.0.0.1:{port}",
-            "--tls-verify", str(pki / "tls/ca.crt"),
-            "--request-cert", str(pki / "tls/client.crt"),
-            "--request-cert-key", str(pki / "tls/client.key"),
-            "--checks", "all", "--exclude-checks", EXCLUDED_CHECKS,
-            "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES),
-            "--workers", "1", "--generation-database", "none",
-            "--request-timeout", "10",
-            "--no-color", "--report", "ndjson", "--report-dir", str(report_dir),
-        ]  # fmt: skip
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *command, env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            async with asyncio.timeout(ST_TIMEOUT_SECONDS):
-                output, _ = await proc.communicate()
-        except TimeoutError:
+        async with asyncio.timeout(ST_TIMEOUT_SECONDS):
+            output, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
             proc.kill()
             await proc.wait()
-            raise
-        elapsed = time.monotonic() - started
-        text = output.decode(errors="replace")
-        assert proc.returncode == 0, text[-6000:]
-    finally:
-        daemon.kill()
-        await daemon.wait()
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, output.decode(errors="replace")[-6000:]
     [ndjson] = report_dir.glob("*.ndjson")
     cases = read_report(ndjson)
     statuses = Counter((c["operation"], c["status"]) for c in cases)
@@ -296,12 +291,9 @@ async def test_schemathesis_finds_no_error_and_no_answer_outside_the_document(
             for c in cases
             if c["operation"] == operation
         ), operation
-    assert elapsed < ST_TIMEOUT_SECONDS
 
 
-async def test_integer_query_parameters_are_plain_decimal(
-    live: Live,
-) -> None:
+async def test_integer_query_parameters_are_plain_decimal(live: Live) -> None:
     """int() also takes " 5", "+5", "1_0" and "٣" (Arabic-Indic three); the document
     says integer, so those are 422 like any other non-integer."""
     base, session = live.base, live.session
