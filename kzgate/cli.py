@@ -343,8 +343,10 @@ def cmd_export_rpz(args: argparse.Namespace) -> int:
     finally:
         register.close()
     sinkholes = (cfg.dns.sinkhole_ipv4, cfg.dns.sinkhole_ipv6)
-    count = export_rpz(state, cfg.rpz, cfg.dns.block_mode, sinkholes, args.file)
+    count, left_out = export_rpz(state, cfg.rpz, cfg.dns.block_mode, sinkholes, args.file)
     print(f"wrote {args.file}: {count} records, zone {cfg.rpz.origin}")
+    for value in left_out:
+        print(f"not in the zone (owner name over 255 octets): {value}", file=sys.stderr)
     return 0
 
 

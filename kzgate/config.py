@@ -538,6 +538,21 @@ def _dns_name(value: object) -> str:
     return text.removesuffix(".") + "."
 
 
+# The longest rpz-ip owner, 128.ffff.(x8).rpz-ip, is 50 characters (rpz/zone.py): with the
+# origin it must fit a 255-octet name, and so must the SOA's hostmaster.<origin>.
+RPZ_ORIGIN_MAX_CHARS = 203
+
+
+def _rpz_origin(value: object) -> str:
+    origin = _dns_name(value)
+    if len(origin) > RPZ_ORIGIN_MAX_CHARS:
+        raise _Bad(
+            f"must be at most {RPZ_ORIGIN_MAX_CHARS} characters, to leave room for every "
+            f"rpz-ip trigger in a 255-octet owner name (got {len(origin)})"
+        )
+    return origin
+
+
 def _prefix(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(_string(value), strict=True)
@@ -732,7 +747,7 @@ def _rpz(t: _Table, base: Path) -> RpzConfig:
     tsig = t.optional_child("tsig")
     cfg = RpzConfig(
         enabled=t.get("enabled", _boolean, d.enabled),
-        origin=t.get("origin", _dns_name, d.origin),
+        origin=t.get("origin", _rpz_origin, d.origin),
         listen=t.get_list("listen", _hostport(listen=True), d.listen),
         notify=t.get_list("notify", _hostport(listen=False), d.notify),
         allow_transfer=t.get_list("allow_transfer", _prefix, d.allow_transfer),

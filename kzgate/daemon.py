@@ -286,6 +286,9 @@ class Daemon:
             except Exception:
                 drops = {}
             out["nft"] = {"elements": self.nft.element_counts(), "dropped_packets": drops}
+        if self.pipeline is not None:
+            # per enforcer that leaves targets out: {"count": n, "targets": [the first 20]}
+            out["not_enforced"] = self.pipeline.not_enforced_summary()
         return out
 
     async def stop(self) -> None:

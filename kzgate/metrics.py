@@ -94,6 +94,24 @@ class StoredStateCollector(Collector):
         yield gaps
 
 
+class NotEnforcedCollector(Collector):
+    """Targets each enforcer cannot represent, read at scrape time (one series per enforcer)."""
+
+    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        left_out = GaugeMetricFamily(
+            "kzgate_not_enforced_targets",
+            "Active targets an enforcer cannot represent and leaves out (the other "
+            "enforcers still enforce them), by enforcer.",
+            labels=["enforcer"],
+        )
+        for enforcer, count in sorted(self._read().items()):
+            left_out.add_metric([enforcer], count)
+        yield left_out
+
+
 class NftCollector(Collector):
     """Set sizes (as last written) and drop counters (read from the kernel) at scrape time."""
 
@@ -205,3 +223,6 @@ class Metrics:
 
     def watch_stored_state(self, read: Callable[[], StoredState]) -> None:
         self.registry.register(StoredStateCollector(read))
+
+    def watch_not_enforced(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self.registry.register(NotEnforcedCollector(read))

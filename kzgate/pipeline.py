@@ -23,9 +23,10 @@ from typing import Any, ParamSpec, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kzgate.enforce.base import Enforcer
+from kzgate.enforce.notenforced import NotEnforced, for_targets
 from kzgate.errors import NotFound, TaskError
 from kzgate.metrics import Metrics, StoredState
-from kzgate.model import Diff, Task
+from kzgate.model import Diff, State, Task
 from kzgate.protocol.intake import verify_task
 from kzgate.protocol.receipts import build_receipt, sign_receipt
 from kzgate.protocol.trust import TrustStore
@@ -41,7 +42,8 @@ R = TypeVar("R")
 INLINE_VERIFY_BYTES = 4 * 1024
 APPLY_TIMEOUT_SECONDS = 30.0
 REPAIR_INTERVAL_SECONDS = 1.0
-STATUS_CODE = {"applied": 200, "pending": 200, "cancelled": 200, "accepted": 202}
+STATUS_CODE = {"applied": 200, "partial": 200, "pending": 200, "cancelled": 200, "accepted": 202}
+LOGGED_VALUES = 5  # target values named in one log line; the count says how many in all
 
 
 def local_now() -> dt.datetime:
@@ -85,6 +87,9 @@ class Pipeline:
         self._stored_state = StoredState(0, {}, {})
         self._repair_task: asyncio.Task[None] | None = None
         metrics.watch_stored_state(lambda: self._stored_state)
+        # Kept in step with every diff and reconcile: what each enforcer leaves out.
+        self.not_enforced = NotEnforced(enforcer.name for enforcer in self.enforcers)
+        metrics.watch_not_enforced(self.not_enforced.counts)
         for enforcer in self.enforcers:
             # Present at 0 from the start, so increase() in alert rules sees them.
             metrics.enforcer_errors.labels(enforcer.name)
@@ -103,6 +108,15 @@ class Pipeline:
             state = await self.in_register(self.register.state.snapshot)
             for enforcer in self.enforcers:
                 await self._reconcile(enforcer, state)
+        for name, count in self.not_enforced.counts().items():
+            if count:
+                log.warning(
+                    "enforcer %s cannot represent %d active target(s), enforced everywhere"
+                    " else: %s",
+                    name,
+                    count,
+                    ", ".join(self.not_enforced.values(name, LOGGED_VALUES)),
+                )
         await self._promote_unapplied()
         self._repair_task = asyncio.create_task(self._repair_loop(), name="enforcer-repair")
 
@@ -171,15 +185,20 @@ class Pipeline:
                 status = "accepted"
         applied_at = self.clock() if status != "accepted" else None
         elapsed = time.monotonic() - started
-        if status == "applied":
+        missing: dict[str, list[str]] = {}
+        if status == "applied" and task.type == "restrict":
+            missing = for_targets(self.enforcers, task.instruction, task.targets)
+            status = "partial" if missing else status
+        if status in ("applied", "partial"):
             self.metrics.apply_seconds.observe(elapsed)
         self.metrics.tasks.labels(task.type, status).inc()
         receipt = self._sign(
-            task.iss, task.id, task.seq, task.sha256, status, received_at, applied_at
+            task.iss, task.id, task.seq, task.sha256, status, received_at, applied_at, missing
         )
         await self._store_receipt(task.iss, task.id, receipt, applied_at)
-        log.info(
-            "task iss=%s id=%s seq=%d type=%s outcome=%s apply_ms=%.2f diff=%d",
+        log.log(
+            logging.WARNING if missing else logging.INFO,
+            "task iss=%s id=%s seq=%d type=%s outcome=%s apply_ms=%.2f diff=%d%s",
             task.iss,
             task.id,
             task.seq,
@@ -187,6 +206,7 @@ class Pipeline:
             status,
             elapsed * 1000,
             recorded.diff.size(),
+            _not_enforced_text(missing),
         )
         return Answer(STATUS_CODE[status], receipt)
 
@@ -212,10 +232,15 @@ class Pipeline:
             status = stored_status
         else:
             status = "applied" if self.healthy else "accepted"
+        missing: dict[str, list[str]] = {}
+        if status == "applied":
+            made = await self.in_register(self.register.restrict_targets, iss, task_id)
+            missing = for_targets(self.enforcers, *made) if made is not None else {}
+            status = "partial" if missing else status
         applied_at = self.clock() if status != "accepted" else None
-        if status == "applied" and applied_at is not None:
+        if status in ("applied", "partial") and applied_at is not None:
             self.metrics.apply_seconds.observe((applied_at - received_at).total_seconds())
-        receipt = self._sign(iss, task_id, *identity, status, received_at, applied_at)
+        receipt = self._sign(iss, task_id, *identity, status, received_at, applied_at, missing)
         await self._store_receipt(iss, task_id, receipt, applied_at)
         return Answer(STATUS_CODE[status], receipt)
 
@@ -238,6 +263,7 @@ class Pipeline:
         status: str,
         received_at: dt.datetime,
         applied_at: dt.datetime | None,
+        not_enforced: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
         body = build_receipt(
             status=status,
@@ -248,6 +274,7 @@ class Pipeline:
             operator=self.operator_id,
             received_at=received_at,
             applied_at=applied_at,
+            not_enforced=not_enforced,
         )
         return sign_receipt(body, self.receipt_key, self.operator_id)
 
@@ -257,6 +284,17 @@ class Pipeline:
         """Apply to every clean enforcer; True when all of them are in step."""
         if diff.is_empty():
             return not self.dirty
+        for enforcer in self.enforcers:
+            # Dirty ones too: this follows the register, not the enforcer's health.
+            new = self.not_enforced.update(enforcer, diff)
+            if new:
+                log.warning(
+                    "enforcer %s cannot represent %d new target(s), left out there and"
+                    " enforced everywhere else: %s",
+                    enforcer.name,
+                    len(new),
+                    ", ".join(new[:LOGGED_VALUES]),
+                )
         for enforcer in self.enforcers:
             if enforcer.name in self.dirty:
                 continue  # its next reconcile includes this diff
@@ -272,7 +310,8 @@ class Pipeline:
             await self._repair_locked()
         return not self.dirty
 
-    async def _reconcile(self, enforcer: Enforcer, state: Any) -> bool:
+    async def _reconcile(self, enforcer: Enforcer, state: State) -> bool:
+        self.not_enforced.reset(enforcer, state)
         requested = self._repair_requests.get(enforcer.name, 0)
         try:
             fixed = await asyncio.wait_for(enforcer.reconcile(state), self.apply_timeout)
@@ -339,6 +378,14 @@ class Pipeline:
                     "task iss=%s id=%s outcome=%s (re-signed)", iss, task_id, answer.body["status"]
                 )
 
+    def not_enforced_summary(self, limit: int = 20) -> dict[str, dict[str, Any]]:
+        """Per enforcer that leaves targets out: how many, and the first ``limit`` of them."""
+        return {
+            name: {"count": count, "targets": self.not_enforced.values(name, limit)}
+            for name, count in self.not_enforced.counts().items()
+            if count
+        }
+
     async def refresh_stored_state(self) -> None:
         """Re-read the stored-state gauges; the metrics endpoint calls this per scrape."""
         self._stored_state = await self.in_register(self._read_stored_state)
@@ -351,3 +398,14 @@ class Pipeline:
             # Every configured issuer has a series, at 0 until it is missing something.
             seq_gaps={**dict.fromkeys(self.trust.issuers(), 0), **self.register.seq_gap_counts()},
         )
+
+
+def _not_enforced_text(missing: dict[str, list[str]]) -> str:
+    """`` not_enforced=rpz:2(a.kz,b.kz)`` for a log line, or nothing."""
+    if not missing:
+        return ""
+    parts = [
+        f"{name}:{len(values)}({','.join(values[:LOGGED_VALUES])})"
+        for name, values in sorted(missing.items())
+    ]
+    return " not_enforced=" + ";".join(parts)

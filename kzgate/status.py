@@ -54,6 +54,8 @@ def render(
                     for fam in ("ipv4", "ipv6")
                 )
             )
+    if live is not None and "not_enforced" in live:
+        lines.extend(_not_enforced(live["not_enforced"]))
     instructions = stats.get("instructions", {})
     lines.append("instructions  " + "   ".join(f"{s} {instructions.get(s, 0):,}" for s in STATUSES))
     targets = stats.get("targets", {})
@@ -67,6 +69,20 @@ def render(
     lines.append("seq gaps      " + ("   ".join(gap_text) if gap_text else "none"))
     lines.append("last task     " + _last_task(stats.get("last_task")))
     return "\n".join(lines)
+
+
+def _not_enforced(left_out: Mapping[str, Any]) -> list[str]:
+    """Targets an enforcer leaves out (it cannot represent them), one per line: names are long."""
+    if not left_out:
+        return ["not enforced  none"]
+    lines = []
+    for name, what in sorted(left_out.items()):
+        count, targets = int(what.get("count", 0)), list(what.get("targets", []))
+        lines.append(f"not enforced  {name}: {count:,} target(s), enforced everywhere else")
+        lines.extend(f"                {value}" for value in targets)
+        if count > len(targets):
+            lines.append(f"                … and {count - len(targets):,} more")
+    return lines
 
 
 def _last_task(last: Mapping[str, Any] | None) -> str:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from importlib.resources import files
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from kzgate.api.ratelimit import RateLimiter
 from kzgate.errors import (
     InvalidTask,
+    Malformed,
     RateLimited,
     TaskError,
     TooLarge,
@@ -75,11 +80,16 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
         raise TooLarge(f"body of {request.content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"body over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except (ConnectionError, RequestPayloadError, HttpProcessingError) as exc:
+        # The client hung up or broke the framing mid-body: its fault, not an
+        # internal error to log with a traceback (one TLS handshake per line).
+        raise Malformed(f"body could not be read ({type(exc).__name__})") from None
     return b"".join(chunks)
 
 
@@ -88,6 +98,9 @@ async def post_task(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(
             f"Content-Type is {request.content_type!r}; expected 'application/jose'"
         )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"Content-Encoding is {encoding!r:.40}; send the JWS as is")
     body = await read_limited(request, request.app[MAX_BODY])
     answer = await request.app[PIPELINE].submit(body)
     return web.json_response(answer.body, status=answer.status)
@@ -155,18 +168,30 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready and pipeline.healthy else 503)
 
 
+# Read once at import: a kzgate installed without its document fails loudly at start.
+OPENAPI_DOCUMENT = files("kzgate.api").joinpath("openapi.json").read_bytes()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
+
+
 def _ref(ref: Any) -> dict[str, str]:
     return {"iss": ref.iss, "number": ref.number, "date": ref.date}
+
+
+# int() alone also takes " 5", "+5", "1_0" and other scripts' digits ("٣");
+# the OpenAPI document says integer, and on the wire that is ASCII decimal only.
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
 
 
 def _int_param(request: web.Request, key: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(key)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidTask(f"{key}: not an integer") from None
+    if _DECIMAL.fullmatch(raw) is None:
+        raise InvalidTask(f"{key}: not an integer")
+    value = int(raw)
     if not low <= value <= high:
         raise InvalidTask(f"{key}: must be between {low} and {high}")
     return value
@@ -174,7 +199,13 @@ def _int_param(request: web.Request, key: str, default: int, low: int, high: int
 
 def make_app(pipeline: Pipeline, *, max_body_bytes: int, limiter: RateLimiter) -> web.Application:
     # aiohttp's own body cap sits just above ours so that read_limited decides.
-    app = web.Application(middlewares=[map_errors], client_max_size=max_body_bytes + 1)
+    # Bodies are not decoded: a task is never compressed, and aiohttp's decoder
+    # answered a corrupt gzip body with a 503 and a br one with a plain-text 400.
+    app = web.Application(
+        middlewares=[map_errors],
+        client_max_size=max_body_bytes + 1,
+        handler_args={"auto_decompress": False},
+    )
     app[PIPELINE] = pipeline
     app[LIMITER] = limiter
     app[MAX_BODY] = max_body_bytes
@@ -185,4 +216,5 @@ def make_app(pipeline: Pipeline, *, max_body_bytes: int, limiter: RateLimiter) -
     app.router.add_get("/v1/lookup", get_lookup)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/openapi.json", openapi)
     return app

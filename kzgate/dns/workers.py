@@ -153,6 +153,10 @@ class WorkerPool:
         await self._broadcast("state", State(domains=state.domains, prefixes={}))
         return Diff()
 
+    def uncarried(self, diff: Diff) -> Diff:
+        """Nothing: each worker holds what the DNS index holds (see DnsIndexEnforcer)."""
+        return Diff()
+
     async def set_settings(self, settings: BlockSettings) -> None:
         self._settings = settings
         await self._broadcast("settings", settings)

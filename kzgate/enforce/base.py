@@ -19,3 +19,12 @@ class Enforcer(Protocol):
     async def reconcile(self, state: State) -> Diff:
         """Make reality equal ``state``; return what had to change."""
         ...
+
+    def uncarried(self, diff: Diff) -> Diff:
+        """Of what ``diff`` adds, the targets this enforcer cannot represent (pure).
+
+        ``apply`` and ``reconcile`` leave exactly these out and never fail over
+        them; the pipeline names them (receipt status ``partial``, a metric, the
+        status). Only ``domains_added`` and ``prefixes_added`` of the answer are set.
+        """
+        ...

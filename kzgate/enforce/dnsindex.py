@@ -23,6 +23,11 @@ class DnsIndexEnforcer:
         apply_to_index(self.index, fix)
         return fix
 
+    def uncarried(self, diff: Diff) -> Diff:
+        """Nothing: intake normalizes every domain to at most 253 characters (255 octets
+        in wire form, which the NameTable holds) and every prefix to a valid network."""
+        return Diff()
+
 
 def apply_to_index(index: PolicyIndex, diff: Diff) -> None:
     # Removals first: a prefix replaced by its parent must not linger beside it.

@@ -376,6 +376,11 @@ class NftEnforcer:
             self._counts = _count(wanted)
             return fixed
 
+    def uncarried(self, diff: Diff) -> Diff:
+        """Nothing: any IPv4 or IPv6 prefix is an element of an interval set, and an
+        element's comment is cut to the kernel's 128 bytes (nftmsg), never refused."""
+        return Diff()
+
     # -- metrics ----------------------------------------------------------------
 
     def element_counts(self) -> dict[str, int]:

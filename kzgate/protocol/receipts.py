@@ -8,6 +8,7 @@ the visible fields are exactly the signed ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from kzgate.protocol.jws import parse_compact, sign_compact
 from kzgate.protocol.verifier import Ed25519Verifier
 
 RECEIPT_TYP = "kzgate-receipt+json"
-STATUSES = frozenset({"applied", "pending", "cancelled", "accepted"})
+STATUSES = frozenset({"applied", "partial", "pending", "cancelled", "accepted"})
 _ED25519 = Ed25519Verifier()
 
 
@@ -46,11 +47,19 @@ def build_receipt(
     operator: str,
     received_at: datetime,
     applied_at: datetime | None,
+    not_enforced: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """The answer object of §5, without ``receipt``."""
+    """The answer object of §5, without ``receipt``.
+
+    ``not_enforced`` (enforcer -> target values it cannot represent) goes with,
+    and only with, status ``partial``.
+    """
     if status not in STATUSES:
         raise ValueError(f"unknown receipt status {status!r}")
-    return {
+    missing = {name: list(values) for name, values in (not_enforced or {}).items() if values}
+    if (status == "partial") != bool(missing):
+        raise ValueError("status 'partial' goes with a non-empty not_enforced, and only it")
+    body: dict[str, Any] = {
         "status": status,
         "task": {"iss": task_iss, "id": task_id, "seq": seq},
         "sha256": sha256,
@@ -58,6 +67,9 @@ def build_receipt(
         "received_at": _timestamp(received_at),
         "applied_at": None if applied_at is None else _timestamp(applied_at),
     }
+    if missing:
+        body["not_enforced"] = missing
+    return body
 
 
 def sign_receipt(body: dict[str, Any], key: Ed25519PrivateKey, kid: str) -> dict[str, Any]:

@@ -22,6 +22,19 @@ from kzgate.protocol.jsonstrict import json_type
 MAX_TARGETS = 100_000
 MAX_URL_CHARS = 8192
 MAX_SEQ = 2**63 - 1  # what a SQLite INTEGER holds
+# Free text is stored, logged and echoed (EDE text, nft comments), so each field has a
+# limit, in characters: generous for what the paper form holds (README, "Where the
+# protocol is silent"). iss and aud items are ids, as long as config.py lets ids be.
+MAX_CHARS = {
+    "iss": 128,
+    "aud": 128,
+    "authority": 512,
+    "instruction.number": 64,
+    "ground": 1024,
+    "applicant": 512,
+}
+MAX_AUD = 1000
+MAX_REMOVED_LINKS = MAX_TARGETS
 
 _COMMON = frozenset(
     {"v", "id", "iss", "aud", "seq", "issued_at", "type", "authority", "instruction"}
@@ -31,6 +44,7 @@ _RESUME_ONLY = ("applicant", "removed_links", "removed_as_of")
 _KNOWN = _COMMON | frozenset(_RESTRICT_ONLY) | frozenset(_RESUME_ONLY)
 
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_APP_CHARS = 255
 _APP = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _TIMESTAMP = re.compile(
@@ -48,13 +62,15 @@ def _fail(path: str, message: str) -> NoReturn:
 
 
 def _text(obj: dict[str, Any], key: str, path: str | None = None) -> str:
-    """A required one-line, non-blank string."""
+    """A required one-line, non-blank string of at most MAX_CHARS[path] characters."""
     path = path or key
     if key not in obj:
         _fail(path, "required")
     value = obj[key]
     if not isinstance(value, str):
         _fail(path, f"expected a string, got {json_type(value)}")
+    if len(value) > MAX_CHARS[path]:
+        _fail(path, f"at most {MAX_CHARS[path]} characters, got {len(value)}")
     if not value.strip():
         _fail(path, "must not be empty")
     if _CONTROL.search(value):
@@ -172,6 +188,8 @@ def url(value: str) -> str:
 
 
 def _app(value: str) -> str:
+    if len(value) > MAX_APP_CHARS:
+        raise ValueError(f"application id of {len(value)} characters ({MAX_APP_CHARS} allowed)")
     if _APP.fullmatch(value) is None or "." not in value:
         raise ValueError(f"not an application id like 'kz.example.app': {value[:80]!r}")
     return value
@@ -208,6 +226,8 @@ def _targets(items: list[Any]) -> tuple[Target, ...]:
 
 
 def _removed_links(items: list[Any]) -> tuple[str, ...]:
+    if len(items) > MAX_REMOVED_LINKS:
+        _fail("removed_links", f"at most {MAX_REMOVED_LINKS} items, got {len(items)}")
     links: list[str] = []
     for i, item in enumerate(items):
         if not isinstance(item, str):
@@ -223,9 +243,13 @@ def _aud(obj: dict[str, Any]) -> tuple[str, ...]:
     items = _list(obj, "aud")
     if not items:
         _fail("aud", "must name at least one operator (or '*')")
+    if len(items) > MAX_AUD:
+        _fail("aud", f"at most {MAX_AUD} items, got {len(items)}")
     for i, item in enumerate(items):
         if not isinstance(item, str) or not item:
             _fail(f"aud[{i}]", "expected a non-empty string")
+        if len(item) > MAX_CHARS["aud"]:
+            _fail(f"aud[{i}]", f"at most {MAX_CHARS['aud']} characters, got {len(item)}")
     return tuple(dict.fromkeys(items))
 
 

@@ -86,7 +86,8 @@ MIGRATIONS: list[str] = [
 ]
 
 RecordStatus = Literal["applied", "pending", "cancelled", "duplicate"]
-TASK_STATUSES = frozenset({"applied", "accepted", "pending", "cancelled"})
+# "partial": in force everywhere but where an enforcer cannot represent a target
+TASK_STATUSES = frozenset({"applied", "partial", "accepted", "pending", "cancelled"})
 
 
 class RegisterError(Exception):
@@ -452,6 +453,27 @@ class Register:
         """A stored task's (seq, sha256), for signing a receipt it never got."""
         row = self._one("SELECT seq, sha256 FROM tasks WHERE iss = ? AND id = ?", (iss, id))
         return (int(row[0]), str(row[1])) if row else None
+
+    def restrict_targets(
+        self, iss: str, id: str
+    ) -> tuple[InstructionRef, tuple[Target, ...]] | None:
+        """The instruction a stored restrict task made, and its targets; None for a resume."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT i.rowid, i.iss, i.number, i.date FROM instructions i"
+                " JOIN tasks t ON t.rowid = i.restrict_task WHERE t.iss = ? AND t.id = ?",
+                (iss, id),
+            ).fetchone()
+            if row is None:
+                return None
+            targets = tuple(
+                Target(kind, value)
+                for kind, value in self._conn.execute(
+                    "SELECT kind, value FROM targets WHERE instruction = ? ORDER BY rowid",
+                    (row[0],),
+                )
+            )
+        return InstructionRef(row[1], row[2], row[3]), targets
 
     def active_instruction_count(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM instructions WHERE status = 'active'", ())[0])

@@ -27,7 +27,7 @@ from kzgate.rpz.journal import Journal
 from kzgate.rpz.metrics import RpzMetrics
 from kzgate.rpz.notify import Notifier
 from kzgate.rpz.xfr import XfrServer
-from kzgate.rpz.zone import Change, Zone, zone_params
+from kzgate.rpz.zone import Change, Zone, uncarried, zone_params
 
 HUGE_CHANGE = 1000  # past this, a change as big as the zone resets the IXFR history
 
@@ -97,6 +97,10 @@ class RpzEnforcer:
             prefixes_added={p: state.prefixes[p] for p in change.prefixes_added},
             prefixes_removed=frozenset(change.prefixes_removed),
         )
+
+    def uncarried(self, diff: Diff) -> Diff:
+        """Names whose ``*.`` owner would pass 255 octets (and, in theory, rpz-ip triggers)."""
+        return uncarried(self.zone.params, diff)
 
     async def close(self) -> None:
         await self.server.close()

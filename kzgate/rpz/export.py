@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from kzgate.config import RpzConfig
-from kzgate.model import State
-from kzgate.rpz.zone import Zone, text_lines, zone_params
+from kzgate.model import Diff, State
+from kzgate.rpz.zone import Zone, text_lines, uncarried, zone_params
 
 
 def write_zone_file(zone: Zone, path: Path | str) -> None:
@@ -41,9 +41,11 @@ def export_rpz(
     block_mode: str,
     sinkholes: tuple[ipaddress.IPv4Address, ipaddress.IPv6Address],
     path: Path | str,
-) -> int:
-    """Write the zone for ``state`` to ``path``; the number of records written."""
+) -> tuple[int, list[str]]:
+    """Write the zone for ``state`` to ``path``: the records written, and the targets left
+    out because their owner names would pass 255 octets (a resolver would refuse the file)."""
     zone = Zone(zone_params(cfg, block_mode, *sinkholes), int(time.time()))
     zone.replace(state)
     write_zone_file(zone, path)
-    return zone.record_count()
+    left = uncarried(zone.params, Diff(domains_added=state.domains, prefixes_added=state.prefixes))
+    return zone.record_count(), sorted(left.domains_added) + [str(p) for p in left.prefixes_added]

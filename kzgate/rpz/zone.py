@@ -9,18 +9,27 @@ Policy encoding (draft-vixie-dnsop-dns-rpz, section 3): a QNAME trigger ``D``
 is the owner ``D.<origin>``, and ``*.D.<origin>`` covers its subdomains; the
 action ``CNAME .`` means NXDOMAIN, ``CNAME *.`` NODATA, and address records are
 local data. An IP trigger (section 4.3) is ``<len>.<reversed address>.rpz-ip``.
+
+A name in the zone is at most 255 octets (RFC 1035 section 3.1), origin
+included, so a legal domain of up to 253 characters may have no owner here:
+``*.D.<origin>`` is 4 octets longer than D's text plus the origin's. Such a
+target is left out of the zone (a record that long would make every transfer
+fail, and the whole fleet would keep an old zone), and ``uncarried`` names it
+so that the pipeline reports it. rpz-ip owners are at most 51 octets plus the
+origin, which config.py keeps short enough for all of them; they are checked
+all the same.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from kzgate.config import RpzConfig
-from kzgate.model import Diff, State
+from kzgate.model import Diff, InstructionRef, State
 from kzgate.names import IPNetwork
 
 RpzAction = Literal["nxdomain", "nodata", "sinkhole"]
@@ -34,6 +43,7 @@ TTL = 60
 REFRESH, RETRY, EXPIRE, MINIMUM = 3600, 600, 86400, 60
 NS_TARGET = "localhost."  # RPZ zones are not delegated; the NS is a formality
 PTR_ORIGIN = b"\xc0\x0c"  # the origin is the question name, at offset 12 of every message
+MAX_NAME_OCTETS = 255  # RFC 1035 section 3.1: a whole name in wire form, root octet included
 
 # An item of the zone as transfers walk it: a domain, an IP trigger, the SOA
 # with a given serial (int), or the apex NS (None).
@@ -76,6 +86,15 @@ def ip_trigger(net: IPNetwork) -> str:
     return f"{net.prefixlen}.{'.'.join(reversed(parts))}.rpz-ip"
 
 
+# 128.ffff.ffff.ffff.ffff.ffff.ffff.ffff.ffff.rpz-ip: no prefix has a longer trigger
+LONGEST_IP_TRIGGER = ip_trigger(ipaddress.IPv6Network(("ffff:" * 8)[:-1] + "/128"))
+
+
+def owner_octets(relative: str, origin: str) -> int:
+    """Wire length of the owner ``relative.<origin>`` (ASCII text; ``origin`` absolute)."""
+    return len(relative) + 1 + len(origin) + 1
+
+
 @dataclass(frozen=True, slots=True)
 class ZoneParams:
     origin: str  # absolute, lower case, with the trailing dot
@@ -83,6 +102,37 @@ class ZoneParams:
     sinkhole_ipv4: ipaddress.IPv4Address
     sinkhole_ipv6: ipaddress.IPv6Address
     ip_triggers: bool
+
+    def max_domain_chars(self) -> int:
+        """The longest domain (text) whose owners, ``D`` and ``*.D``, both fit the zone."""
+        return MAX_NAME_OCTETS - owner_octets("*.", self.origin)
+
+    def carries_prefix(self, net: IPNetwork) -> bool:
+        if owner_octets(LONGEST_IP_TRIGGER, self.origin) <= MAX_NAME_OCTETS:
+            return True  # every origin config.py accepts: every trigger fits
+        return owner_octets(ip_trigger(net), self.origin) <= MAX_NAME_OCTETS
+
+
+def _any_longer(names: Collection[str], limit: int) -> bool:
+    # map(len) runs in C: a 1M-name start-up pays ~20 ms for the usual answer, no.
+    return max(map(len, names), default=0) > limit
+
+
+def uncarried(params: ZoneParams, diff: Diff) -> Diff:
+    """Of what ``diff`` adds, what the zone cannot hold (its owner names would be too long).
+
+    A domain is left out whole when ``*.D`` does not fit, even if ``D`` alone
+    would: the target covers every subdomain, and half of it would be a block
+    that looks enforced and is not. Prefixes count only with ip_triggers.
+    """
+    limit = params.max_domain_chars()
+    domains: dict[str, InstructionRef] = {}
+    if _any_longer(diff.domains_added, limit):
+        domains = {d: r for d, r in diff.domains_added.items() if len(d) > limit}
+    prefixes: dict[IPNetwork, InstructionRef] = {}
+    if params.ip_triggers:
+        prefixes = {p: r for p, r in diff.prefixes_added.items() if not params.carries_prefix(p)}
+    return Diff(domains_added=domains, prefixes_added=prefixes)
 
 
 def resolve_action(setting: str, block_mode: str) -> RpzAction:
@@ -152,6 +202,7 @@ class Zone:
         self.serial = serial % (1 << 32) or 1
         self.domains: set[str] = set()
         self.prefixes: set[IPNetwork] = set()
+        self._max_domain = params.max_domain_chars()
 
     def __len__(self) -> int:
         return len(self.domains) + len(self.prefixes)
@@ -161,27 +212,35 @@ class Zone:
 
         Relabelled domains change no record (the zone names no instruction), and
         prefixes matter only with ip_triggers: such diffs leave the serial alone.
+        What the zone cannot hold (``uncarried``) is left out, and so is its removal.
         """
-        added = [d for d in diff.domains_added if d not in self.domains]
+        added = self._fitting([d for d in diff.domains_added if d not in self.domains])
         removed = [d for d in diff.domains_removed if d in self.domains]
         p_added: list[IPNetwork] = []
         p_removed: list[IPNetwork] = []
         if self.params.ip_triggers:
-            p_added = [p for p in diff.prefixes_added if p not in self.prefixes]
+            carries = self.params.carries_prefix
+            p_added = [p for p in diff.prefixes_added if p not in self.prefixes and carries(p)]
             p_removed = [p for p in diff.prefixes_removed if p in self.prefixes]
         return self._commit(removed, added, p_removed, p_added)
 
     def replace(self, state: State) -> Change | None:
-        """Make the content equal ``state``; the Change, or None when it already was."""
+        """Make the content equal ``state`` but for what it cannot hold; the Change, or None."""
         wanted = state.domains.keys()
         removed = [d for d in self.domains if d not in wanted]
-        added = [d for d in wanted if d not in self.domains]
+        added = self._fitting([d for d in wanted if d not in self.domains])
         p_added: list[IPNetwork] = []
         p_removed: list[IPNetwork] = []
         if self.params.ip_triggers:
+            carries = self.params.carries_prefix
             p_removed = [p for p in self.prefixes if p not in state.prefixes]
-            p_added = [p for p in state.prefixes if p not in self.prefixes]
+            p_added = [p for p in state.prefixes if p not in self.prefixes and carries(p)]
         return self._commit(removed, added, p_removed, p_added)
+
+    def _fitting(self, names: list[str]) -> list[str]:
+        """``names`` without those the zone cannot hold (see ``uncarried``)."""
+        limit = self._max_domain
+        return [d for d in names if len(d) <= limit] if _any_longer(names, limit) else names
 
     def _commit(
         self,

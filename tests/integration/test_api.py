@@ -212,6 +212,32 @@ async def test_every_refusal_has_its_code_and_changes_nothing(
         assert (api.daemon.index.domains(), api.daemon.index.prefixes()) == index_before, name
 
 
+async def test_over_long_text_fields_are_422_naming_the_field_and_change_nothing(
+    api: Api, mci: Regulator
+) -> None:
+    """The reproducers of issue 10: a 1 MB instruction number and an 8 MB ground."""
+    await api.post(mci.sign(mci.restrict("1", "domain:stored.kz")))  # a register with content
+    cases = [
+        (
+            "instruction.number",
+            mci.restrict("2" * 1_000_000, "domain:x.kz", id="long-number"),
+            1_000_000,
+        ),
+        ("ground", dict(mci.restrict("3", "domain:x.kz"), ground="g" * 8_000_000), 8_000_000),
+        ("authority", dict(mci.restrict("4", "domain:x.kz"), authority="a" * 513), 513),
+        ("applicant", mci.resume("1", applicant="p" * 513), 513),
+    ]
+    for field, task, length in cases:
+        before = dump_register(api.db)
+        status, answer = await api.post(mci.sign(task))
+        assert (status, answer["error"]) == (422, "invalid_task"), (field, answer)
+        assert answer["detail"].startswith(f"{field}: at most "), answer
+        assert answer["detail"].endswith(f"characters, got {length}"), answer
+        assert dump_register(api.db) == before, field
+    assert api.daemon.index.lookup_name("x.kz") is None
+    assert api.daemon.index.lookup_name("stored.kz") is not None  # the resume was refused
+
+
 async def test_unknown_kid_is_401(api: Api, mci: Regulator) -> None:
     rogue = Regulator(mci.pki, kid="mci-dev")
     body = rogue.sign(rogue.restrict("1", "domain:x.kz"))

@@ -148,6 +148,37 @@ def test_audit_verify_and_export(tmp_path: Path, pki: Path) -> None:
     assert broken.returncode != 0 and "row 2" in broken.stderr, broken
 
 
+def test_export_rpz_leaves_out_and_names_a_domain_too_long_for_the_zone(
+    tmp_path: Path, pki: Path
+) -> None:
+    import datetime as dt
+
+    import dns.zone
+
+    from kzgate.register.store import Register
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "unit"))
+    from register_fixtures import restrict
+
+    long_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 48]) + ".kz"  # 243 characters
+    config = write_config(tmp_path, pki)
+    register = Register.open(tmp_path / "kzgate.db")
+    targets = [("domain", long_name), ("domain", "a.kz")]
+    register.record(restrict("t1", 1, "1", targets), dt.datetime.now(dt.UTC))
+    register.close()
+    out = tmp_path / "rpz.zone"
+    result = kzgate("export", "rpz", str(out), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "4 records" in result.stdout
+    assert f"not in the zone (owner name over 255 octets): {long_name}" in result.stderr
+    zone = dns.zone.from_text(out.read_text(), origin="rpz.kzgate.", relativize=False)
+    assert {str(name) for name, _ in zone.items()} == {
+        "rpz.kzgate.",
+        "a.kz.rpz.kzgate.",
+        "*.a.kz.rpz.kzgate.",
+    }
+
+
 def test_nftables_in_a_missing_namespace_is_one_clear_line(tmp_path: Path, pki: Path) -> None:
     nft = {"enabled": True, "netns": "kzg-no-such-namespace"}
     result = kzgate("run", "--config", str(write_config(tmp_path, pki, nftables=nft)))
@@ -172,6 +203,7 @@ async def test_status_summarises_a_running_daemon(tmp_path: Path, pki: Path) -> 
         assert "running, ready" in result.stdout
         assert "dns ok" in result.stdout and "dryrun ok" in result.stdout
         assert "last task     none yet" in result.stdout
+        assert "not enforced  none" in result.stdout
     finally:
         daemon.kill()
         await daemon.wait()

@@ -40,6 +40,9 @@ class FlakyEnforcer:
             raise OSError("backend down")
         return await self.inner.reconcile(state)
 
+    def uncarried(self, diff: Diff) -> Diff:
+        return self.inner.uncarried(diff)
+
 
 def make_pipeline(
     tmp_path: Path, pki: Path, enforcer: FlakyEnforcer, apply_timeout: float = 30.0

@@ -56,6 +56,7 @@ CONTRACT = {
     "kzgate_dns_cache_hits_total": "counter",
     "kzgate_enforcer_errors_total": "counter",
     "kzgate_enforcer_drift_repairs_total": "counter",
+    "kzgate_not_enforced_targets": "gauge",
     "kzgate_build_info": "gauge",
     "kzgate_listener_refusals_total": "counter",  # issue 10: listener limits
 }
@@ -311,6 +312,7 @@ REQUIRED_ALERTS = {
     "KzgateNoTasks",
     "KzgateDown",
     "KzgateTasksRefused",
+    "KzgateTargetsNotEnforced",
 }
 
 

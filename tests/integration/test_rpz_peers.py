@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 from daemon_proc import DaemonProcess
 from dnsfake import FakeDns
-from kzfixtures import Regulator, push_task, write_config
+from kzfixtures import Regulator, client_ssl, push_task, write_config
 from prometheus_client.parser import text_string_to_metric_families
 from rpzpeers import (
     KDIG,
@@ -49,6 +49,10 @@ from rpzpeers import (
     stop_all,
     transfer_types,
 )
+
+from kzgate.keys import load_private_key
+from kzgate.protocol.receipts import verify_receipt
+from kzgate.status import render
 
 ORIGIN = "rpz.kzgate."
 UPSTREAM_ZONE = """
@@ -388,3 +392,108 @@ def test_transfer_log_tells_ixfr_from_axfr() -> None:
     )
     assert transfer_types(log, ORIGIN) == [("AXFR", 7), ("IXFR", 8)]
     assert transfer_types(log, "other.") == []
+
+
+# -- a target the zone cannot hold (issue 10) ----------------------------------------------
+
+# 243 characters: a legal domain (intake allows 253), but *.<name>.rpz.kzgate. would be
+# 258 octets, over the 255 of any DNS name. Before the fix such a restrict put that owner in
+# the zone and every AXFR and IXFR failed from then on: the fleet kept an old zone, and
+# dropped it altogether at the SOA expire.
+LONG = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 46]) + ".test"
+
+
+async def kzgate_status(crew: Fleet) -> dict[str, object]:
+    url = f"http://127.0.0.1:{crew.kzgate.ports['metrics']}/status"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return dict(await resp.json())
+
+
+@needs_unbound
+@needs_named
+@needs_kdig
+async def test_a_name_too_long_for_the_zone_is_partial_and_the_fleet_keeps_up(
+    tmp_path: Path, pki: Path
+) -> None:
+    assert len(LONG) == 243
+    async with fleet(tmp_path, pki, unbound=True, bind=True, tsig=None) as crew:
+        unbound, bind = crew.peer(UnboundPeer), crew.peer(BindPeer)
+        assert isinstance(unbound, UnboundPeer) and isinstance(bind, BindPeer)
+        public = load_private_key(pki / "keys/operator.key").public_key()
+        api = crew.kzgate.ports["api"]
+        before = await crew.serial()
+
+        task = crew.regulator.restrict("LONG-1", f"domain:{LONG}")
+        status, receipt = await push_task(api, pki, crew.regulator.sign(task))
+        assert status == 200 and receipt["status"] == "partial", receipt
+        assert receipt["not_enforced"] == {"rpz": [LONG]}
+        verify_receipt(receipt, public)
+        assert await get_receipt(api, pki, task["id"]) == receipt
+        # kzgate's own resolver blocks it, and its subdomains
+        for name in (LONG, f"www.{LONG}"):
+            reply = await query(crew.kzgate.ports["dns"], name)
+            assert reply is not None and reply.rcode == "NXDOMAIN", (name, reply)
+        assert await crew.serial() == before  # nothing the zone can hold changed
+        assert await crew.metric("kzgate_not_enforced_targets", enforcer="rpz") == 1
+        assert await crew.metric("kzgate_not_enforced_targets", enforcer="dns") == 0
+        live = await kzgate_status(crew)
+        assert live["not_enforced"] == {"rpz": {"count": 1, "targets": [LONG]}}
+        assert f"                {LONG}" in render({}, {}, live).splitlines()
+        await crew.kzgate.wait_log(f"not_enforced=rpz:1({LONG})")
+
+        # Later orders still reach both secondaries, as IXFRs.
+        received = await crew.restrict("RPZ-3", "domain:blocked.test")
+        await enforced_within(crew.peers, received, "NXDOMAIN")
+        serial = await crew.serial()
+        last_transfer_is_ixfr(bind, serial)
+        full = await kdig_xfr(crew.rpz_port, ORIGIN)
+        assert full.ok and full.soa_serials() == [serial, serial], full.output
+        assert not [r for r in full.records if LONG in r[0]], full.output
+        diff = await kdig_xfr(crew.rpz_port, ORIGIN, serial=before)
+        assert diff.incremental() and diff.soa_serials()[:2] == [serial, before], diff.output
+
+        # A task with both kinds: partial naming only the long one; the other reaches the fleet.
+        second = crew.regulator.restrict("LONG-2", f"domain:x.{LONG[2:]}", "domain:other.test")
+        status, receipt = await push_task(api, pki, crew.regulator.sign(second))
+        assert receipt["status"] == "partial" and receipt["not_enforced"] == {
+            "rpz": [f"x.{LONG[2:]}"]
+        }
+        for peer in crew.peers:
+            await peer.wait_rcode("other.test", "NXDOMAIN", timeout=WITHIN)
+        assert await crew.metric("kzgate_not_enforced_targets", enforcer="rpz") == 2
+
+        # Resumes: applied, and the zone keeps transferring after each.
+        for number in ("LONG-1", "RPZ-3", "LONG-2"):
+            status, receipt = await push_task(
+                api, pki, crew.regulator.sign(crew.regulator.resume(number))
+            )
+            assert (status, receipt["status"]) == (200, "applied"), receipt
+        await enforced_within(crew.peers, time.monotonic(), "NOERROR")
+        for peer in crew.peers:
+            await peer.wait_rcode("other.test", "NOERROR", timeout=WITHIN)
+        await resolves_normally(crew.peers)
+        last_transfer_is_ixfr(bind, await crew.settled())
+        assert await crew.metric("kzgate_not_enforced_targets", enforcer="rpz") == 0
+        assert (await kzgate_status(crew))["not_enforced"] == {}
+
+        # Restarted with the long name in force again: the start-up reconcile leaves it out.
+        await crew.restrict("LONG-3", f"domain:{LONG}")
+        crew.kzgate.kill()
+        await crew.kzgate.wait()
+        again = DaemonProcess(crew.kzgate.config)
+        await again.start()
+        try:
+            await again.wait_log("enforcer rpz cannot represent 1 active target(s)")
+            full = await kdig_xfr(again.ports["rpz"], ORIGIN)
+            assert full.ok and not [r for r in full.records if LONG in r[0]], full.output
+        finally:
+            again.kill()
+            await again.wait()
+
+
+async def get_receipt(port: int, pki: Path, task_id: str) -> dict[str, object]:
+    connector = aiohttp.TCPConnector(ssl=client_ssl(pki))
+    url = f"https://127.0.0.1:{port}/v1/tasks/mci/{task_id}"
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(url) as resp:
+        assert resp.status == 200
+        return dict(await resp.json())

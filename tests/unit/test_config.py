@@ -572,6 +572,20 @@ def test_rpz_errors_name_the_key(tmp_path: Path) -> None:
         assert f"kzgate.yaml: {key}" in errors, key
 
 
+def test_rpz_origin_leaves_room_for_every_ip_trigger(tmp_path: Path) -> None:
+    from kzgate.config import RPZ_ORIGIN_MAX_CHARS
+    from kzgate.rpz.zone import LONGEST_IP_TRIGGER, MAX_NAME_OCTETS, owner_octets
+
+    longest = ".".join(["a" * 63] * 3) + "." + "b" * 10 + "."
+    assert len(longest) == RPZ_ORIGIN_MAX_CHARS
+    # The limit is exact: at it every trigger fits, one more character and one would not.
+    assert owner_octets(LONGEST_IP_TRIGGER, longest) == MAX_NAME_OCTETS
+    cfg = load_config(write(tmp_path, MINIMAL + f"rpz: {{origin: {longest}}}\n"))
+    assert cfg.rpz.origin == longest
+    errors = errors_of(tmp_path, MINIMAL + f"rpz: {{origin: c.{longest[1:]}}}\n")
+    assert any("rpz.origin: must be at most 203 characters" in e for e in errors), errors
+
+
 def test_rpz_tsig_secret_is_a_needed_file(tmp_path: Path) -> None:
     text = MINIMAL + "rpz: {enabled: true, tsig: {name: k., secret_file: xfr.tsig}}\n"
     cfg = load_config(write(tmp_path, text))

@@ -57,6 +57,25 @@ def test_every_status_builds(status: str) -> None:
     assert body(status=status)["status"] == status
 
 
+def test_partial_names_the_enforcer_and_the_targets_and_is_signed() -> None:
+    missing = {"rpz": ["a" * 243 + ".kz"]}
+    got = body(status="partial", not_enforced=missing)
+    assert got["status"] == "partial" and got["not_enforced"] == missing
+    signed = sign_receipt(got, OPERATOR_KEY, "op-key-1")
+    verify_receipt(signed, OPERATOR_KEY.public_key())
+    assert b'"not_enforced":{"rpz":["aaa' in parse_compact(signed["receipt"].encode()).payload
+    forged = copy.deepcopy(signed)
+    forged["not_enforced"]["rpz"].append("b.kz")
+    with pytest.raises(BadSignature):
+        verify_receipt(forged, OPERATOR_KEY.public_key())
+    # only a partial receipt carries it
+    assert "not_enforced" not in body(not_enforced={"rpz": []})
+    with pytest.raises(ValueError, match="partial"):
+        body(status="partial")
+    with pytest.raises(ValueError, match="partial"):
+        body(status="applied", not_enforced=missing)
+
+
 def test_bad_inputs_are_programming_errors() -> None:
     with pytest.raises(ValueError, match="status"):
         body(status="done")

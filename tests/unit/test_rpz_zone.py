@@ -13,9 +13,12 @@ import pytest
 
 from kzgate.config import RpzConfig
 from kzgate.model import Diff, InstructionRef, State
+from kzgate.names import normalize_domain
 from kzgate.rpz import wire
 from kzgate.rpz.export import export_rpz
 from kzgate.rpz.zone import (
+    LONGEST_IP_TRIGGER,
+    MAX_NAME_OCTETS,
     Renderer,
     Zone,
     ZoneParams,
@@ -23,6 +26,7 @@ from kzgate.rpz.zone import (
     next_serial,
     resolve_action,
     text_lines,
+    uncarried,
     zone_params,
 )
 
@@ -202,7 +206,7 @@ def test_master_file_text() -> None:
 def test_export_writes_the_zone_atomically(tmp_path: Path) -> None:
     path = tmp_path / "rpz.zone"
     path.write_text("old\n")
-    count = export_rpz(
+    count, left_out = export_rpz(
         State(domains={"a.kz": REF}, prefixes={ipaddress.ip_network("10.0.0.0/8"): REF}),
         RpzConfig(ip_triggers=True),
         "sinkhole",
@@ -210,8 +214,133 @@ def test_export_writes_the_zone_atomically(tmp_path: Path) -> None:
         path,
     )
     text = path.read_text()
-    assert count == 2 + 4 + 1
+    assert count == 2 + 4 + 1 and left_out == []
     assert "*.a.kz AAAA 2001:db8::1\n" in text and "8.0.0.0.10.rpz-ip CNAME .\n" in text
     assert [p.name for p in tmp_path.iterdir()] == ["rpz.zone"]  # no temp file left
     z = dns.zone.from_text(text, origin="rpz.kzgate.", relativize=False)
     assert len(list(z.iterate_rdatas())) == count
+
+
+# -- owner names over 255 octets (issue 10): left out, named, and never in a transfer --------
+
+
+def domain_of(length: int) -> str:
+    """A valid domain of exactly ``length`` characters, in labels of at most 63."""
+    name = "kz"
+    while len(name) < length:
+        room = length - len(name) - 1  # characters left for the next label
+        label = min(63, room)
+        if room - label == 1:  # would leave room for a dot alone
+            label -= 1
+        name = "a" * label + "." + name
+    assert len(name) == length and normalize_domain(name) == name
+    return name
+
+
+def ixfr_records(zone: Zone, changes: list[object]) -> list[tuple[str, str, str]]:
+    out = []
+    for msg in wire.pack(
+        Renderer(zone.params),
+        wire.ixfr_items(zone.serial, changes),  # type: ignore[arg-type]
+        query_id=2,
+        qtype=wire.IXFR,
+        rd=False,
+        signer=None,
+    ):
+        m = dns.message.from_wire(msg, xfr=True, origin=None)
+        out += [(r.name.to_text(), dns.rdatatype.to_text(r.rdtype), "") for r in m.answer]
+    return out
+
+
+LONGEST = domain_of(253)  # the longest name intake accepts
+FITS = domain_of(240)  # with rpz.kzgate. (11 characters): *.name.origin is exactly 255 octets
+ISSUE = domain_of(243)  # the reproducer of issue 10
+
+
+def test_the_longest_domain_that_fits_is_exact() -> None:
+    p = params()
+    assert p.max_domain_chars() == 240
+    owner = dns.name.from_text(f"*.{FITS}.{p.origin}")
+    assert len(owner.to_wire()) == MAX_NAME_OCTETS
+    with pytest.raises(dns.name.NameTooLong):
+        dns.name.from_text(f"*.{domain_of(241)}.{p.origin}")
+    asked = Diff(domains_added={FITS: REF, domain_of(241): REF, ISSUE: REF, LONGEST: REF})
+    assert list(uncarried(p, asked).domains_added) == [domain_of(241), ISSUE, LONGEST]
+
+
+def test_a_domain_too_long_for_the_zone_is_left_out_and_transfers_still_parse() -> None:
+    zone = Zone(params(), 500)
+    change = zone.change(Diff(domains_added={ISSUE: REF, FITS: REF, "a.kz": REF}))
+    assert change is not None and change.domains_added == tuple(sorted((FITS, "a.kz")))
+    assert zone.domains == {FITS, "a.kz"}
+    records = parse_axfr(zone)  # dnspython refuses a name over 255 octets: NameTooLong
+    owners = {owner for owner, _, _ in records}
+    assert f"*.{FITS}.rpz.kzgate." in owners and "*.a.kz.rpz.kzgate." in owners
+    assert not [o for o in owners if ISSUE in o]
+    assert zone.record_count() == len(records) - 1
+    # the same for a change that holds nothing the zone can carry: no serial, no change
+    assert zone.change(Diff(domains_added={LONGEST: REF})) is None and zone.serial == 501
+
+
+def test_resuming_a_left_out_domain_changes_nothing_and_ixfr_parses() -> None:
+    zone = Zone(params(), 500)
+    first = zone.change(Diff(domains_added={ISSUE: REF, "a.kz": REF}))
+    assert zone.change(Diff(domains_removed=frozenset({ISSUE}))) is None
+    second = zone.change(Diff(domains_added={"b.kz": REF, LONGEST: REF}))
+    third = zone.change(Diff(domains_removed=frozenset({"a.kz", LONGEST})))
+    assert first and second and third and zone.serial == 503
+    assert third.domains_removed == ("a.kz",)
+    records = ixfr_records(zone, [first, second, third])
+    assert not [o for o, _, _ in records if ISSUE in o or LONGEST in o]
+    assert ("*.b.kz.rpz.kzgate.", "CNAME", "") in records
+
+
+def test_replace_leaves_out_what_the_zone_cannot_hold() -> None:
+    zone = Zone(params("sinkhole"), 10)
+    change = zone.replace(State(domains={ISSUE: REF, "a.kz": REF}, prefixes={}))
+    assert change is not None and change.domains_added == ("a.kz",)
+    assert zone.replace(State(domains={ISSUE: REF, "a.kz": REF}, prefixes={})) is None
+    assert len(parse_axfr(zone)) == 2 + 1 + 4
+
+
+def test_master_file_and_export_leave_it_out(tmp_path: Path) -> None:
+    zone = Zone(params(), 77)
+    zone.change(Diff(domains_added={ISSUE: REF, "a.kz": REF}))
+    text = "".join(text_lines(zone))
+    assert ISSUE not in text
+    dns.zone.from_text(text, origin="rpz.kzgate.", relativize=False)  # BIND would load it
+    path = tmp_path / "rpz.zone"
+    state = State(domains={ISSUE: REF, LONGEST: REF, "a.kz": REF}, prefixes={})
+    count, left_out = export_rpz(state, RpzConfig(), "nxdomain", (V4, V6), path)
+    assert (count, left_out) == (2 + 2, sorted([ISSUE, LONGEST]))
+    z = dns.zone.from_text(path.read_text(), origin="rpz.kzgate.", relativize=False)
+    assert len(list(z.iterate_rdatas())) == count
+
+
+def test_a_longer_origin_leaves_out_shorter_names() -> None:
+    origin = domain_of(100) + "."
+    p = ZoneParams(origin, "nxdomain", V4, V6, ip_triggers=False)
+    assert p.max_domain_chars() == 255 - 4 - 101
+    zone = Zone(p, 1)
+    zone.change(Diff(domains_added={domain_of(150): REF, domain_of(151): REF}))
+    assert zone.domains == {domain_of(150)}
+
+
+def test_ip_triggers_are_checked_too() -> None:
+    net_long = ipaddress.ip_network("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128")
+    net_short = ipaddress.ip_network("10.0.0.0/8")
+    assert ip_trigger(net_long) == "128.ffff.ffff.ffff.ffff.ffff.ffff.db8.2001.rpz-ip"
+    # The longest origin config.py accepts: every trigger fits, the longest exactly.
+    roomy = ZoneParams(domain_of(202) + ".", "nxdomain", V4, V6, ip_triggers=True)
+    assert len(dns.name.from_text(f"{LONGEST_IP_TRIGGER}.{roomy.origin}").to_wire()) == 255
+    assert roomy.carries_prefix(ipaddress.ip_network(("ffff:" * 8)[:-1] + "/128"))
+    # One built by hand past it: a long trigger is left out, a short one kept.
+    tight = ZoneParams(domain_of(206) + ".", "nxdomain", V4, V6, ip_triggers=True)
+    asked = Diff(prefixes_added={net_long: REF, net_short: REF})
+    assert list(uncarried(tight, asked).prefixes_added) == [net_long]
+    zone = Zone(tight, 1)
+    zone.change(asked)
+    assert zone.prefixes == {net_short}
+    assert ("8.0.0.0.10.rpz-ip." + tight.origin, "CNAME", ".") in parse_axfr(zone)
+    # Without ip_triggers prefixes are never in the zone, so never "left out" of it.
+    assert not uncarried(params(), asked).prefixes_added

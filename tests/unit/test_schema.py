@@ -267,7 +267,7 @@ def test_resume_refusals_name_the_field(overrides: dict[str, Any], detail: str) 
         ("url", "http://example.kz/" + "a" * 8200, "URL of 8218 characters"),
         ("app", "noDots", "not an application id"),
         ("app", "kz.exa mple", "not an application id"),
-        ("app", "kz." + "a" * 253, "not an application id"),
+        ("app", "kz." + "a" * 253, "application id of 256 characters (255 allowed)"),
     ],
 )
 def test_bad_target_values_name_the_index(kind: str, value: str, detail: str) -> None:
@@ -304,3 +304,57 @@ def test_instruction_date_is_ascii_only(date: str) -> None:
     task = restrict()
     task["instruction"] = dict(task["instruction"], date=date)
     assert refused(task).startswith("instruction.date: ")
+
+
+# -- length limits of the text fields (issue 10: a 1 MB number and an 8 MB ground were stored)
+
+
+def _set(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    if path == "instruction.number":
+        obj["instruction"] = dict(obj["instruction"], number=value)
+    elif path == "aud[0]":
+        obj["aud"] = [value]
+    else:
+        obj[path] = value
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("path", "limit", "build"),
+    [
+        ("iss", 128, restrict),
+        ("aud[0]", 128, restrict),
+        ("authority", 512, restrict),
+        ("instruction.number", 64, restrict),
+        ("ground", 1024, restrict),
+        ("applicant", 512, resume),
+    ],
+)
+def test_text_fields_have_a_length_limit(path: str, limit: int, build: Any) -> None:
+    # Characters, not octets: a Cyrillic text at the limit is twice as many UTF-8 octets.
+    at_limit = ("№" + "Қ" * (limit - 1)) if path != "iss" else "m" * limit
+    task = parse(_set(build(), path, at_limit))
+    kept = {task.iss, task.aud[0], task.authority, task.instruction.number, task.ground}
+    assert at_limit in kept | {task.applicant}
+    detail = refused(_set(build(), path, at_limit + "x"))
+    assert detail == f"{path}: at most {limit} characters, got {limit + 1}"
+    # a megabyte is refused the same way, before anything else looks at it
+    huge = refused(_set(build(), path, "\x00" * 1_000_000))
+    assert huge == f"{path}: at most {limit} characters, got 1000000"
+
+
+def test_list_fields_have_a_count_limit() -> None:
+    assert refused(restrict(aud=["op"] * 1001)) == "aud: at most 1000 items, got 1001"
+    assert parse(restrict(aud=[f"op{i}" for i in range(1000)])).aud[-1] == "op999"
+    links = ["https://example.kz/a"] * 100_001
+    assert refused(resume(removed_links=links)) == "removed_links: at most 100000 items, got 100001"
+
+
+def test_urls_up_to_8_kib_are_kept_whole() -> None:
+    value = "https://example.kz/" + "a" * (8192 - 19)
+    assert len(value) == 8192
+    assert parse(with_targets(("url", value))).targets == (Target("url", value),)
+    assert parse(resume(removed_links=[value])).removed_links == (value,)
+    assert refused(resume(removed_links=[value + "a"])).startswith(
+        "removed_links[0]: URL of 8193 characters (8192 allowed)"
+    )

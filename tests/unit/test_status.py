@@ -39,3 +39,23 @@ def test_stopped_daemon_and_empty_register() -> None:
 def test_unapplied_last_task_is_called_out() -> None:
     stats = dict(STATS, last_task=dict(STATS["last_task"], applied_at=None))  # type: ignore[arg-type]
     assert "NOT yet applied everywhere" in render(stats, {}, None)
+
+
+def test_targets_an_enforcer_leaves_out_are_listed() -> None:
+    long_name = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 50 + ".kz"
+    live = {
+        "ready": True,
+        "enforcers": {"dns": "ok", "rpz": "ok"},
+        "not_enforced": {"rpz": {"count": 3, "targets": [long_name, "x." + long_name[2:]]}},
+    }
+    lines = render(STATS, {}, live).splitlines()
+    at = lines.index("not enforced  rpz: 3 target(s), enforced everywhere else")
+    assert lines[at + 1 : at + 4] == [
+        f"                {long_name}",
+        f"                x.{long_name[2:]}",
+        "                … and 1 more",
+    ]
+    assert "not enforced  none" in render(STATS, {}, dict(live, not_enforced={}))
+    # an older daemon without the field, or none running: no claim either way
+    assert "not enforced" not in render(STATS, {}, {"ready": True})
+    assert "not enforced" not in render(STATS, {}, None)
