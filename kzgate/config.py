@@ -149,6 +149,24 @@ class ApiConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     drain_seconds: float = 10.0
+    # Limits one client cannot exhaust for the others (README, "Listener limits").
+    max_connections: int = 256
+    max_per_client: int = 32
+    handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_header_bytes: int = 8190
+    max_headers: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class DnsTcpConfig:
+    """DNS over TCP, per DNS process (each worker has its own connections)."""
+
+    max_connections: int = 1000
+    max_per_client: int = 16  # an IPv4 address or an IPv6 /64
+    idle_timeout: float = 10.0
+    max_pipeline: int = 32  # queries in flight on one connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +179,9 @@ class DnsConfig:
     block_ttl: int
     workers: int
     enabled: bool
+    tcp: DnsTcpConfig = field(default_factory=DnsTcpConfig)
+    max_pending_upstream: int = 4096  # per DNS process
+    max_pending_upstream_per_client: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +205,9 @@ class RegisterConfig:
 class MetricsConfig:
     listen: HostPort
     enabled: bool
+    max_connections: int = 32
+    max_per_client: int = 8
+    header_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +239,10 @@ class RpzConfig:
     ip_triggers: bool = False
     ixfr_history: int = 100
     action: RpzActionSetting = "from_block_mode"
+    max_connections: int = 64
+    max_per_client: int = 8
+    idle_timeout: float = 30.0  # only an answer served (not a refusal) restarts it
+    max_transfers: int = 10  # AXFR/IXFR streamed at once; more wait for a slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,7 +628,11 @@ def _rate_limit(t: _Table) -> RateLimitConfig:
     return cfg
 
 
+_SECONDS = _number(0, inclusive=False)
+
+
 def _api(t: _Table, base: Path) -> ApiConfig:
+    d = ApiConfig(HostPort("127.0.0.1", 8443), Path(), Path())
     cfg = ApiConfig(
         listen=t.get("listen", _hostport(listen=True), HostPort("127.0.0.1", 8443)),
         tls_cert=t.require("tls_cert", _path(base), Path()),
@@ -609,6 +641,13 @@ def _api(t: _Table, base: Path) -> ApiConfig:
         max_body_bytes=t.get("max_body_bytes", _integer(1), 16 * 1024 * 1024),
         rate_limit=_rate_limit(t.child("rate_limit")),
         drain_seconds=t.get("drain_seconds", _number(0, inclusive=True), 10.0),
+        max_connections=t.get("max_connections", _integer(1), d.max_connections),
+        max_per_client=t.get("max_per_client", _integer(1), d.max_per_client),
+        handshake_timeout=t.get("handshake_timeout", _SECONDS, d.handshake_timeout),
+        header_timeout=t.get("header_timeout", _SECONDS, d.header_timeout),
+        body_timeout=t.get("body_timeout", _SECONDS, d.body_timeout),
+        max_header_bytes=t.get("max_header_bytes", _integer(256, 65536), d.max_header_bytes),
+        max_headers=t.get("max_headers", _integer(8, 1024), d.max_headers),
     )
     t.close()
     return cfg
@@ -625,9 +664,24 @@ def _dns(t: _Table) -> DnsConfig:
         block_ttl=t.get("block_ttl", _integer(0, 86400), 60),
         workers=t.get("workers", _integer(1), 1),
         enabled=t.get("enabled", _boolean, True),
+        tcp=_dns_tcp(t.child("tcp")),
+        max_pending_upstream=t.get("max_pending_upstream", _integer(1), 4096),
+        max_pending_upstream_per_client=t.get("max_pending_upstream_per_client", _integer(1), 256),
     )
     if cfg.enabled and not cfg.listen:
         t.error("listen", "must name at least one address when dns is enabled")
+    t.close()
+    return cfg
+
+
+def _dns_tcp(t: _Table) -> DnsTcpConfig:
+    d = DnsTcpConfig()
+    cfg = DnsTcpConfig(
+        max_connections=t.get("max_connections", _integer(1), d.max_connections),
+        max_per_client=t.get("max_per_client", _integer(1), d.max_per_client),
+        idle_timeout=t.get("idle_timeout", _SECONDS, d.idle_timeout),
+        max_pipeline=t.get("max_pipeline", _integer(1, 65535), d.max_pipeline),
+    )
     t.close()
     return cfg
 
@@ -657,9 +711,13 @@ def _register(t: _Table, base: Path) -> RegisterConfig:
 
 
 def _metrics(t: _Table) -> MetricsConfig:
+    d = MetricsConfig(HostPort("127.0.0.1", 9108), True)
     cfg = MetricsConfig(
         listen=t.get("listen", _hostport(listen=True), HostPort("127.0.0.1", 9108)),
         enabled=t.get("enabled", _boolean, True),
+        max_connections=t.get("max_connections", _integer(1), d.max_connections),
+        max_per_client=t.get("max_per_client", _integer(1), d.max_per_client),
+        header_timeout=t.get("header_timeout", _SECONDS, d.header_timeout),
     )
     t.close()
     return cfg
@@ -697,6 +755,10 @@ def _rpz(t: _Table, base: Path) -> RpzConfig:
         ip_triggers=t.get("ip_triggers", _boolean, d.ip_triggers),
         ixfr_history=t.get("ixfr_history", _integer(0, 100_000), d.ixfr_history),
         action=cast(RpzActionSetting, t.get("action", _choice(RPZ_ACTIONS), "from_block_mode")),
+        max_connections=t.get("max_connections", _integer(1), d.max_connections),
+        max_per_client=t.get("max_per_client", _integer(1), d.max_per_client),
+        idle_timeout=t.get("idle_timeout", _SECONDS, d.idle_timeout),
+        max_transfers=t.get("max_transfers", _integer(1), d.max_transfers),
     )
     if cfg.enabled and not cfg.listen:
         t.error("listen", "must name at least one address when rpz is enabled")

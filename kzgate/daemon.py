@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kzgate import __version__, sdnotify
 from kzgate.api.app import READY, make_app
 from kzgate.api.ratelimit import RateLimiter
+from kzgate.api.server import HttpLimits, limited_runner, start_site
 from kzgate.api.tls import server_context
 from kzgate.config import Config, ConfigError, HostPort, load_config
 from kzgate.dns.local import LocalDns, block_settings
@@ -120,16 +122,20 @@ class Daemon:
                 raise StartupError(f"cannot listen for rpz: {exc.strerror or exc}") from None
             # The start-up reconcile's NOTIFY went out before we listened: say it again.
             self.rpz.announce()
+            self.metrics.refusals.watch("rpz", self.rpz.server.refusals.read)
         if self.dns is not None:
             self.bound["dns"] = bound[0]
             dns = self.dns
             self.metrics.registry.register(DnsCollector(dns.snapshot))
+            self.metrics.refusals.watch("dns", lambda: dns.snapshot().refusals)
         self.limiter = RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst)
         api = make_app(self.pipeline, max_body_bytes=cfg.api.max_body_bytes, limiter=self.limiter)
         tls = server_context(cfg.api.tls_cert, cfg.api.tls_key, cfg.api.client_ca)
-        self.bound["api"] = await self._serve(api, cfg.api.listen, tls)
+        api_limits = HttpLimits.of_api(cfg.api)
+        self.bound["api"] = await self._serve("api", api, cfg.api.listen, api_limits, tls)
         if cfg.metrics.enabled:
-            self.bound["metrics"] = await self._serve(self._metrics_app(), cfg.metrics.listen)
+            scrape, limits = self._metrics_app(), HttpLimits.of_metrics(cfg.metrics)
+            self.bound["metrics"] = await self._serve("metrics", scrape, cfg.metrics.listen, limits)
         api[READY][0] = True
         settle_after_start()
         sdnotify.ready("serving")
@@ -226,25 +232,21 @@ class Daemon:
             self.pipeline.request_repair("nft")
 
     async def _serve(
-        self, app: web.Application, where: HostPort, tls: object | None = None
+        self,
+        name: str,
+        app: web.Application,
+        where: HostPort,
+        limits: HttpLimits,
+        tls: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.cfg.api.drain_seconds)
-        await runner.setup()
+        refused = self.metrics.refusals.counter(name)
+        drain = self.cfg.api.drain_seconds
+        runner = await limited_runner(app, limits, refused, drain_seconds=drain)
         self.runners.append(runner)
-        site = web.TCPSite(
-            runner,
-            where.host,
-            where.port,
-            ssl_context=tls,  # type: ignore[arg-type]
-        )
         try:
-            await site.start()
+            return await start_site(runner, where, tls)
         except OSError as exc:
             raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        server = site._server  # aiohttp exposes the bound socket only here
-        sockets = getattr(server, "sockets", None) or []
-        host, port = sockets[0].getsockname()[:2] if sockets else (where.host, where.port)
-        return str(host), int(port)
 
     def _metrics_app(self) -> web.Application:
         registry = self.metrics.registry

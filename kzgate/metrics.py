@@ -22,6 +22,38 @@ from prometheus_client.registry import Collector
 
 from kzgate import __version__
 
+# kzgate_listener_refusals_total{listener,reason}: what each listener's limits turned
+# away or cut off (README, "Listener limits"). Both labels come from this table only.
+REFUSAL_REASONS: Mapping[str, tuple[str, ...]] = {
+    "dns": (
+        "connections",  # a new TCP connection while full and none could be evicted
+        "per_client",  # a new TCP connection from a client already at its cap
+        "evicted",  # an idle TCP connection closed to let a new one in
+        "read_timeout",  # a TCP query begun (length sent) but not finished in time
+        "write_timeout",  # a TCP client that did not read its answers in time
+        "pending_upstream",  # SERVFAIL at once: too many queries waiting on upstreams
+        "pending_per_client",  # SERVFAIL at once: this client has too many waiting
+    ),
+    "rpz": (
+        "connections",
+        "per_client",
+        "evicted",  # a connection never served (refusals only) closed to let a new one in
+        "acl",  # a TCP connection or UDP query from outside rpz.allow_transfer
+        "read_timeout",  # no query served within rpz.idle_timeout
+        "write_timeout",
+        "transfers",  # no transfer slot came free within rpz.idle_timeout
+    ),
+    "api": (
+        "connections",
+        "per_client",
+        "evicted",
+        "handshake",  # TLS handshake failed or not finished in time
+        "header_timeout",  # no complete request head in time
+        "body_timeout",  # a request body not complete in time
+    ),
+    "metrics": ("connections", "per_client", "evicted", "header_timeout", "body_timeout"),
+}
+
 APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -110,6 +142,50 @@ class NftCollector(Collector):
         yield drops
 
 
+class Refusals:
+    """One listener's refusal counts: plain ints bumped on the I/O path, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    def read(self) -> Mapping[str, int]:
+        return self.counts
+
+
+class RefusalCollector(Collector):
+    """kzgate_listener_refusals_total, summed from every listener's counts (DNS: its workers')."""
+
+    def __init__(self) -> None:
+        self._sources: list[tuple[str, Callable[[], Mapping[str, int]]]] = []
+
+    def watch(self, listener: str, read: Callable[[], Mapping[str, int]]) -> None:
+        self._sources.append((listener, read))
+
+    def counter(self, listener: str) -> Refusals:
+        """A new count table for ``listener``, watched from now on."""
+        counts = Refusals()
+        self.watch(listener, counts.read)
+        return counts
+
+    def collect(self) -> Iterator[Metric]:
+        # zeros for every known pair, so rate() works from the first scrape
+        totals = {(name, r): 0 for name, reasons in REFUSAL_REASONS.items() for r in reasons}
+        for listener, read in self._sources:
+            for reason, count in read().items():
+                totals[listener, reason] = totals.get((listener, reason), 0) + count
+        family = CounterMetricFamily(
+            "kzgate_listener_refusals",
+            "Connections, requests and queries a listener's limits refused or cut off.",
+            labels=["listener", "reason"],
+        )
+        for labels, count in sorted(totals.items()):
+            family.add_metric(list(labels), count)
+        yield family
+
+
 class Metrics:
     """The daemon's metrics in one registry (tests make their own)."""
 
@@ -142,6 +218,8 @@ class Metrics:
         )
         build = Info("kzgate_build", "kzgate build information.", registry=r)
         build.info({"version": __version__})
+        self.refusals = RefusalCollector()
+        r.register(self.refusals)
 
     def watch_stored_state(self, read: Callable[[], StoredState]) -> None:
         self.registry.register(StoredStateCollector(read))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from kzgate.config import DnsConfig, HostPort
 from kzgate.dns.engine import Engine
-from kzgate.dns.server import DnsServer
+from kzgate.dns.server import DnsServer, Limits
 from kzgate.dns.telemetry import DnsSnapshot, UpstreamTimer
 from kzgate.dns.types import BlockSettings, DnsStats
 from kzgate.dns.upstream import Upstreams
@@ -43,7 +43,11 @@ class LocalDns:
             [(u.host, u.port) for u in cfg.upstreams], observe=self.timer.observe
         )
         self.server = DnsServer(
-            self.engine, self.upstreams, listen or cfg.listen, reuse_port=reuse_port
+            self.engine,
+            self.upstreams,
+            listen or cfg.listen,
+            reuse_port=reuse_port,
+            limits=Limits.of(cfg),
         )
 
     async def start(self) -> list[tuple[str, int]]:

@@ -16,9 +16,11 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from kzgate.config import HostPort
+from kzgate.config import DnsConfig, DnsTcpConfig, HostPort
+from kzgate.connections import ConnectionTable, client_of
 from kzgate.dns.engine import Engine
 from kzgate.dns.fastpath import FAST, Address, FastModule
 from kzgate.dns.sockets import bind_udp_tcp
@@ -27,7 +29,37 @@ from kzgate.dns.upstream import Upstreams
 
 log = logging.getLogger(__name__)
 
-_MAX_FORWARDS = 10_000  # UDP queries waiting on upstreams; beyond this, SERVFAIL at once
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What clients may hold of this process (README, "Listener limits").
+
+    Each DNS process (every worker) keeps its own: with N workers a client can
+    hold up to N times as much in all, and an honest client finds room in
+    whichever worker the kernel hands its connection or datagram to.
+    """
+
+    tcp: DnsTcpConfig = field(default_factory=DnsTcpConfig)
+    max_pending: int = 4096  # queries (UDP and TCP) waiting on the upstreams
+    max_pending_per_client: int = 256
+
+    @staticmethod
+    def of(cfg: DnsConfig) -> Limits:
+        return Limits(cfg.tcp, cfg.max_pending_upstream, cfg.max_pending_upstream_per_client)
+
+
+class _TcpConn:
+    """One TCP client's connection: its writer and the queries it is still owed."""
+
+    __slots__ = ("inflight", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.inflight: set[asyncio.Task[None]] = set()
+
+
+def _idle(conn: _TcpConn) -> bool:
+    return not conn.inflight  # nothing owed: closing it loses no answer
 
 
 class DnsServer:
@@ -38,24 +70,28 @@ class DnsServer:
         listen: Sequence[HostPort],
         *,
         reuse_port: bool = False,
-        tcp_idle_timeout: float = 10.0,
-        max_tcp_clients: int = 1000,
-        max_tcp_pipeline: int = 100,
+        limits: Limits | None = None,
         fast: FastModule | None = FAST,
     ) -> None:
         self._engine = engine
+        self._stats = engine.stats
         self._fast = fast
         self._upstreams = upstreams
         self._listen = list(listen)
         self._reuse_port = reuse_port
-        self._idle = tcp_idle_timeout
-        self._max_clients = max_tcp_clients
-        self._max_pipeline = max_tcp_pipeline
+        self._limits = limits or Limits()
+        self._tcp_limits = self._limits.tcp
+        self._idle = self._tcp_limits.idle_timeout
         self._udp: list[asyncio.DatagramTransport] = []
         self._fast_udp: list[socket.socket] = []
         self._tcp: list[asyncio.Server] = []
         self._forwards: set[asyncio.Task[None]] = set()
+        self._pending_total = 0
+        self._pending: dict[str, int] = {}  # client -> queries waiting on upstreams
         self._clients: set[asyncio.Task[Any]] = set()
+        self._conns: ConnectionTable[_TcpConn] = ConnectionTable(
+            self._tcp_limits.max_connections, self._tcp_limits.max_per_client
+        )
         self._last_error = float("-inf")
         self._closing = False
 
@@ -124,27 +160,52 @@ class DnsServer:
             self.log_error("UDP fast path")
             return
         for data, addr in rest or ():
-            self.answer_udp(data, functools.partial(_send, sock, addr=addr))
+            self.answer_udp(data, functools.partial(_send, sock, addr=addr), addr[0])
 
-    def answer_udp(self, data: bytes, send: Callable[[bytes], None]) -> None:
-        """One UDP query through the engine: answered now, or once the upstreams reply."""
+    def answer_udp(self, data: bytes, send: Callable[[bytes], None], peer: str) -> None:
+        """One UDP query from ``peer`` through the engine: answered now, or once upstreams reply."""
         try:
             out = self._engine.on_query(data, time.monotonic())
             if isinstance(out, bytes):
                 send(out)
             elif out is not None:
-                self.forward(out, send)
+                self.forward(out, send, client_of(peer))
         except Exception:
             self.log_error("UDP query")
 
-    def forward(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
+    def forward(self, fwd: Forward, send: Callable[[bytes], None], client: str) -> None:
         """Finish a forwarded UDP query in a task; SERVFAIL at once when too many wait."""
-        if len(self._forwards) >= _MAX_FORWARDS:
+        if not self._reserve(client):
             send(self._engine.on_upstream(fwd, None, time.monotonic()))
             return
         task = asyncio.get_running_loop().create_task(self._resolve(fwd, send))
         self._forwards.add(task)
-        task.add_done_callback(self._forwards.discard)
+        task.add_done_callback(functools.partial(self._forwarded, client))
+
+    def _forwarded(self, client: str, task: asyncio.Task[None]) -> None:
+        self._forwards.discard(task)
+        self._release(client)
+
+    def _reserve(self, client: str) -> bool:
+        """Count one more query waiting on the upstreams, unless a limit says SERVFAIL now."""
+        if self._pending_total >= self._limits.max_pending:
+            self._stats.refused("pending_upstream")
+            return False
+        held = self._pending.get(client, 0)
+        if held >= self._limits.max_pending_per_client:
+            self._stats.refused("pending_per_client")
+            return False
+        self._pending[client] = held + 1
+        self._pending_total += 1
+        return True
+
+    def _release(self, client: str) -> None:
+        self._pending_total -= 1
+        left = self._pending[client] - 1
+        if left:
+            self._pending[client] = left
+        else:
+            del self._pending[client]
 
     async def _resolve(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
         try:
@@ -154,18 +215,29 @@ class DnsServer:
             self.log_error("forwarded query")
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= self._max_clients:
+        peer = writer.get_extra_info("peername")
+        client = client_of(str(peer[0])) if peer else ""
+        reason, idlest = self._conns.admit(client, _idle)
+        if reason is not None:
+            self._stats.refused(reason)
             writer.transport.abort()  # accepted and closed: the client can try another server
             return
+        if idlest is not None:
+            # Full: the connection idle longest makes room (RFC 7766 6.2.3), so
+            # connections that sit or drip never lock out a new client.
+            self._stats.refused("evicted")
+            self._conns.remove(idlest)
+            idlest.writer.close()  # nothing owed on it: a plain close
         this = asyncio.current_task()
         assert this is not None
+        conn = _TcpConn(writer)
+        self._conns.add(conn, client)
         self._clients.add(this)
-        inflight: set[asyncio.Task[None]] = set()
         try:
-            await self._read_queries(reader, writer, inflight)
-            if inflight:  # the client said all it will say: answer what it asked
-                await asyncio.wait(inflight)
-        except (ConnectionError, TimeoutError):
+            await self._read_queries(reader, conn, client)
+            if conn.inflight:  # the client said all it will say: answer what it asked
+                await asyncio.wait(conn.inflight)
+        except ConnectionError:
             pass
         except asyncio.CancelledError:
             # close() cancels connections; on 3.11 a cancelled handler makes asyncio's
@@ -175,8 +247,9 @@ class DnsServer:
         except Exception:
             self.log_error("TCP connection")
         finally:
-            for task in inflight:
+            for task in conn.inflight:
                 task.cancel()
+            self._conns.remove(conn)
             self._clients.discard(this)
             writer.close()  # flushes the last answers first...
             if writer.transport.get_write_buffer_size():
@@ -184,17 +257,14 @@ class DnsServer:
                 asyncio.get_running_loop().call_later(self._idle, writer.transport.abort)
 
     async def _read_queries(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        inflight: set[asyncio.Task[None]],
+        self, reader: asyncio.StreamReader, conn: _TcpConn, client: str
     ) -> None:
-        slots = asyncio.Semaphore(self._max_pipeline)
+        slots = asyncio.Semaphore(self._tcp_limits.max_pipeline)
         loop = asyncio.get_running_loop()
         while True:
-            await slots.acquire()  # max_tcp_pipeline queries in flight: stop reading
+            await slots.acquire()  # max_pipeline queries in flight: stop reading
             try:
-                head = await self._read_head(reader, inflight)
+                head = await self._read_head(reader, conn.inflight)
                 if head is None:
                     return
                 size = int.from_bytes(head, "big")
@@ -205,9 +275,13 @@ class DnsServer:
                     data = await reader.readexactly(size)
             except asyncio.IncompleteReadError:
                 return  # EOF
-            task = loop.create_task(self._tcp_query(data, writer, slots))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
+            except TimeoutError:
+                self._stats.refused("read_timeout")
+                return
+            self._conns.touch(conn)  # a whole query: the last to be evicted now
+            task = loop.create_task(self._tcp_query(data, conn.writer, slots, client))
+            conn.inflight.add(task)
+            task.add_done_callback(conn.inflight.discard)
 
     async def _read_head(
         self, reader: asyncio.StreamReader, inflight: set[asyncio.Task[None]]
@@ -222,19 +296,27 @@ class DnsServer:
                     return None
 
     async def _tcp_query(
-        self, data: bytes, writer: asyncio.StreamWriter, slots: asyncio.Semaphore
+        self, data: bytes, writer: asyncio.StreamWriter, slots: asyncio.Semaphore, client: str
     ) -> None:
         try:
             out = self._engine.on_query(data, time.monotonic(), tcp=True)
             if isinstance(out, Forward):
-                reply = await self._upstreams.query(out.upstream_query)
+                reply = None
+                if self._reserve(client):
+                    try:
+                        reply = await self._upstreams.query(out.upstream_query)
+                    finally:
+                        self._release(client)
                 out = self._engine.on_upstream(out, reply, time.monotonic())
             if out is not None and not writer.is_closing():
                 writer.write(len(out).to_bytes(2, "big") + out)
                 # a client that stops reading its answers must not grow our buffer forever
                 async with asyncio.timeout(self._idle):
                     await writer.drain()
-        except (ConnectionError, TimeoutError):
+        except ConnectionError:
+            writer.transport.abort()
+        except TimeoutError:
+            self._stats.refused("write_timeout")
             writer.transport.abort()
         except Exception:
             self.log_error("TCP query")
@@ -264,7 +346,7 @@ class _UdpListener(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._server.answer_udp(data, functools.partial(self.transport.sendto, addr=addr))
+        self._server.answer_udp(data, functools.partial(self.transport.sendto, addr=addr), addr[0])
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier answers (a client gone away): nothing to do

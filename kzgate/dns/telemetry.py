@@ -37,10 +37,17 @@ class DnsSnapshot:
     cache_hits: int
     upstream_counts: tuple[int, ...]
     upstream_total: float
+    refusals: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
     def of(stats: DnsStats, timer: UpstreamTimer) -> DnsSnapshot:
-        return DnsSnapshot(dict(stats.verdicts), stats.cache_hits, tuple(timer.counts), timer.total)
+        return DnsSnapshot(
+            dict(stats.verdicts),
+            stats.cache_hits,
+            tuple(timer.counts),
+            timer.total,
+            dict(stats.refusals),
+        )
 
     @staticmethod
     def zero() -> DnsSnapshot:
@@ -52,6 +59,10 @@ class DnsSnapshot:
             self.cache_hits + other.cache_hits,
             tuple(a + b for a, b in zip(self.upstream_counts, other.upstream_counts, strict=True)),
             self.upstream_total + other.upstream_total,
+            {
+                k: self.refusals.get(k, 0) + other.refusals.get(k, 0)
+                for k in self.refusals.keys() | other.refusals.keys()
+            },
         )
 
 

@@ -71,7 +71,7 @@ class RpzEnforcer:
         # a private registry when none is given: two enforcers never collide
         self.metrics = RpzMetrics(metrics_registry or CollectorRegistry(), lambda: self.serial)
         self.notifier = Notifier(cfg.notify, self.key, self.metrics.notified)
-        self.server = XfrServer(cfg.listen, self._respond, self.metrics.transfer)
+        self.server = XfrServer(cfg, self._respond, self.metrics.transfer)
 
     @property
     def serial(self) -> int:

@@ -10,6 +10,7 @@ a secondary may skip its SOA query. Retries back off 1, 2, 4, 8 s (section
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
 FIRST_WAIT = 1.0  # seconds before the first retransmission; doubles each time
+# Replies kept unread per NOTIFY: the socket is connected, so only the target's
+# address gets here, but a forged flood from it must not grow memory; the
+# acknowledgement is one of the first few datagrams.
+MAX_REPLIES = 64
 
 Count = Callable[[str], None]  # outcome: sent | acked | failed
 
@@ -96,7 +101,7 @@ class Notifier:
 
     async def _send(self, target: HostPort, soa: dns.rrset.RRset) -> None:
         loop = asyncio.get_running_loop()
-        replies: asyncio.Queue[bytes] = asyncio.Queue()
+        replies: asyncio.Queue[bytes] = asyncio.Queue(MAX_REPLIES)
         try:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Replies(replies), remote_addr=(target.host, target.port)
@@ -145,7 +150,8 @@ class _Replies(asyncio.DatagramProtocol):
         self._queue = queue
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._queue.put_nowait(data)
+        with contextlib.suppress(asyncio.QueueFull):  # full: dropped, as a full socket would
+            self._queue.put_nowait(data)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable: the secondary is down; the retries cover it

@@ -10,30 +10,64 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 
-from kzgate.config import HostPort
+from kzgate.config import RpzConfig
+from kzgate.connections import ConnectionTable, client_of
 from kzgate.dns.sockets import bind_udp_tcp
-from kzgate.rpz.answer import Answer
+from kzgate.metrics import Refusals
+from kzgate.rpz.answer import Answer, allowed
 
 log = logging.getLogger(__name__)
 
 Responder = Callable[[bytes, str, bool], Answer | None]  # (query, peer address, tcp)
 Outcome = Callable[[str, str], None]  # (kind, outcome), once per answer
 
-_IDLE = 30.0  # seconds a TCP connection may sit without a query or stall a write
-_MAX_CLIENTS = 64  # transfers are few (one per secondary); refuse floods
+
+class _Cut(Exception):
+    """A limit ends this connection (already counted)."""
+
+
+class _Conn:
+    """One secondary's connection; ``served`` once it got an answer, not only refusals."""
+
+    __slots__ = ("served", "streaming", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.served = False
+        self.streaming = False
+
+
+def _unserved(conn: _Conn) -> bool:
+    return not conn.served and not conn.streaming
 
 
 class XfrServer:
-    def __init__(self, listen: Sequence[HostPort], respond: Responder, done: Outcome) -> None:
-        self._listen = list(listen)
+    """Only hosts in ``allow_transfer`` get a connection slot; each holds a bounded share.
+
+    A connection lives ``idle_timeout`` from its start or from the last answer
+    it was served: a refused query (no TSIG, a wrong zone) does not extend it.
+    When every slot is taken, a new connection pushes out the oldest one that
+    was never served. At most ``max_transfers`` zones stream at once; another
+    waits for a slot as long as a stalled transfer may keep one.
+    """
+
+    def __init__(self, cfg: RpzConfig, respond: Responder, done: Outcome) -> None:
+        self._listen = list(cfg.listen)
+        self._acl = cfg.allow_transfer
+        self._idle = cfg.idle_timeout
         self._respond = respond
         self._done = done
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._clients: set[asyncio.Task[Any]] = set()
+        self._conns: ConnectionTable[_Conn] = ConnectionTable(
+            cfg.max_connections, cfg.max_per_client
+        )
+        self._transfers = asyncio.Semaphore(cfg.max_transfers)
+        self.refusals = Refusals()
 
     async def start(self) -> list[tuple[str, int]]:
         try:
@@ -69,6 +103,9 @@ class XfrServer:
     def udp_query(
         self, data: bytes, addr: tuple[Any, ...], transport: asyncio.DatagramTransport
     ) -> None:
+        if not allowed(addr[0], self._acl):
+            self.refusals("acl")  # not even parsed: a flood from outside costs little
+            return
         try:
             ans = self._respond(data, addr[0], False)
             if ans is not None:
@@ -79,46 +116,117 @@ class XfrServer:
             log.exception("RPZ UDP query failed")
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        this = asyncio.current_task()
-        assert this is not None
-        if len(self._clients) >= _MAX_CLIENTS:
+        peer = str(writer.get_extra_info("peername")[0])
+        if not allowed(peer, self._acl):
+            self.refusals("acl")  # closed before it can hold a slot or send a byte we read
             writer.transport.abort()
             return
+        client = client_of(peer)
+        reason, unserved = self._conns.admit(client, _unserved)
+        if reason is not None:
+            self.refusals(reason)
+            writer.transport.abort()
+            return
+        if unserved is not None:
+            self.refusals("evicted")
+            self._conns.remove(unserved)
+            unserved.writer.transport.abort()
+        this = asyncio.current_task()
+        assert this is not None
+        conn = _Conn(writer)
+        self._conns.add(conn, client)
         self._clients.add(this)
-        peer = str(writer.get_extra_info("peername")[0])
         try:
-            while True:  # queries on one connection are answered in order
-                async with asyncio.timeout(_IDLE):
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                    data = await reader.readexactly(size)
-                ans = self._respond(data, peer, True)
-                if ans is None:
-                    return
-                await self._stream(ans, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            await self._serve(reader, conn, peer)
+        except (asyncio.IncompleteReadError, ConnectionError, _Cut):
             pass
         except asyncio.CancelledError:
             pass  # close(): end quietly
         except Exception:
             log.exception("RPZ transfer connection failed")
         finally:
+            self._conns.remove(conn)
             self._clients.discard(this)
             if writer.transport.get_write_buffer_size():
                 writer.transport.abort()  # a stalled secondary: do not wait to flush
             else:
                 writer.close()
 
+    async def _serve(self, reader: asyncio.StreamReader, conn: _Conn, peer: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._idle
+        while True:  # queries on one connection are answered in order
+            try:
+                async with asyncio.timeout_at(deadline):
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    data = await reader.readexactly(size)
+            except TimeoutError:
+                if not conn.served:  # held a slot and was never served: count it
+                    self.refusals("read_timeout")
+                return
+            ans = self._respond(data, peer, True)
+            if ans is None:
+                return
+            conn.streaming = True
+            try:
+                if _is_transfer(ans):
+                    await self._transfer(ans, data, peer, conn.writer)
+                else:
+                    await self._stream(ans, conn.writer)
+            finally:
+                conn.streaming = False
+            if ans.outcome == "ok":  # only an answer served extends the connection's life
+                conn.served = True
+                self._conns.touch(conn)
+                deadline = loop.time() + self._idle
+
+    async def _transfer(
+        self, ans: Answer, data: bytes, peer: str, writer: asyncio.StreamWriter
+    ) -> None:
+        """Stream a zone in one of the ``max_transfers`` slots, waiting up to ``idle_timeout``.
+
+        That is as long as a stalled transfer may keep its slot, so a secondary
+        behind one that stalled gets its turn.
+        """
+        if self._transfers.locked():
+            try:
+                async with asyncio.timeout(self._idle):
+                    await self._transfers.acquire()
+            except TimeoutError:
+                self.refusals("transfers")
+                raise _Cut from None
+            # decided afresh: the zone may have changed while this one waited
+            fresh = self._respond(data, peer, True)
+            if fresh is None:
+                self._transfers.release()
+                return
+            ans = fresh
+        else:
+            await self._transfers.acquire()
+        try:
+            await self._stream(ans, writer)
+        finally:
+            self._transfers.release()
+
     async def _stream(self, ans: Answer, writer: asyncio.StreamWriter) -> None:
         outcome = "error"  # unless every message is out
         try:
             for message in ans.messages:
                 writer.write(len(message).to_bytes(2, "big") + message)
-                async with asyncio.timeout(_IDLE):
-                    await writer.drain()
+                try:
+                    async with asyncio.timeout(self._idle):
+                        await writer.drain()
+                except TimeoutError:
+                    self.refusals("write_timeout")
+                    raise _Cut from None
                 await asyncio.sleep(0)  # let DNS queries and apply() run between messages
             outcome = ans.outcome
         finally:
             self._done(ans.kind, outcome)
+
+
+def _is_transfer(ans: Answer) -> bool:
+    return ans.outcome == "ok" and ans.kind in ("axfr", "ixfr")
 
 
 class _Udp(asyncio.DatagramProtocol):

@@ -21,11 +21,10 @@ import pytest
 from dnsfake import FakeDns
 from dnslib import EDNS0, RCODE, DNSRecord
 
-from kzgate.config import HostPort
-from kzgate.dns import server as server_module
+from kzgate.config import DnsTcpConfig, HostPort
 from kzgate.dns.engine import Engine
 from kzgate.dns.fastpath import FAST, FastModule
-from kzgate.dns.server import DnsServer
+from kzgate.dns.server import DnsServer, Limits
 from kzgate.dns.types import BlockMode, BlockSettings
 from kzgate.dns.upstream import Upstreams
 from kzgate.model import InstructionRef
@@ -297,7 +296,7 @@ async def test_tcp_pipelining_answers_out_of_order(resolver: Resolver) -> None:
 
 
 async def test_tcp_stops_reading_at_max_pipeline(make: Make) -> None:
-    r = await make(max_tcp_pipeline=2)
+    r = await make(limits=Limits(DnsTcpConfig(max_pipeline=2)))
     r.fake.delay = 1.0
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     try:
@@ -311,7 +310,7 @@ async def test_tcp_stops_reading_at_max_pipeline(make: Make) -> None:
 
 
 async def test_tcp_idle_and_stalled_connections_are_closed(make: Make) -> None:
-    r = await make(tcp_idle_timeout=0.2)
+    r = await make(limits=Limits(DnsTcpConfig(idle_timeout=0.2)))
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     writer.write(frame(question("blocked.kz")))
     assert rcode(await read_framed(reader)) == RCODE.NXDOMAIN
@@ -325,7 +324,7 @@ async def test_tcp_idle_and_stalled_connections_are_closed(make: Make) -> None:
 
 
 async def test_tcp_connection_stays_open_while_an_answer_is_owed(make: Make) -> None:
-    r = await make(tcp_idle_timeout=0.2)
+    r = await make(limits=Limits(DnsTcpConfig(idle_timeout=0.2)))
     r.fake.delay = 0.5  # longer than the idle timeout
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     try:
@@ -336,17 +335,21 @@ async def test_tcp_connection_stays_open_while_an_answer_is_owed(make: Make) -> 
 
 
 async def test_tcp_clients_beyond_the_limit_are_closed(make: Make) -> None:
-    r = await make(max_tcp_clients=2)
+    r = await make(limits=Limits(DnsTcpConfig(max_connections=2)))
+    r.fake.delay = 0.5
     held = [await asyncio.open_connection("127.0.0.1", r.port) for _ in range(2)]
-    await asyncio.sleep(0.05)
+    for _, w in held:  # a query each, still owed an answer: neither may be evicted
+        w.write(frame(question("example.kz")))
+    await asyncio.sleep(0.1)
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     writer.write(frame(question("blocked.kz")))
     with contextlib.suppress(ConnectionResetError):  # closed with our query unread: RST
         assert await asyncio.wait_for(reader.read(), 2) == b""
     writer.close()
+    assert r.engine.stats.refusals == {"connections": 1}
     for _, w in held:
         w.close()
-    await asyncio.sleep(0.05)  # their handlers finish; a new client is served again
+    await asyncio.sleep(0.6)  # their answers are done; a new client is served again
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     writer.write(frame(question("blocked.kz")))
     assert rcode(await read_framed(reader)) == RCODE.NXDOMAIN
@@ -434,11 +437,8 @@ async def test_an_engine_exception_costs_one_answer_not_the_listener(
     assert reached_loop == []
 
 
-async def test_too_many_waiting_forwards_get_servfail_at_once(
-    make: Make, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(server_module, "_MAX_FORWARDS", 1)
-    r = await make()
+async def test_too_many_waiting_forwards_get_servfail_at_once(make: Make) -> None:
+    r = await make(limits=Limits(max_pending=1))
     r.fake.delay = 0.5
     first = asyncio.create_task(udp_exchange(r.port, question("example.kz", qid=1)))
     await asyncio.sleep(0.1)

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
+from kzgate.metrics import REFUSAL_REASONS
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -57,6 +58,7 @@ CONTRACT = {
     "kzgate_enforcer_drift_repairs_total": "counter",
     "kzgate_not_enforced_targets": "gauge",
     "kzgate_build_info": "gauge",
+    "kzgate_listener_refusals_total": "counter",  # issue 10: listener limits
 }
 NFT_CONTRACT = {
     "kzgate_nft_elements": "gauge",
@@ -86,6 +88,8 @@ LABEL_VALUES: dict[str, re.Pattern[str]] = {
     "family": re.compile(r"ipv4|ipv6"),
     "le": re.compile(r"\+Inf|\d+(\.\d+)?(e[+-]?\d+)?"),
     "version": re.compile(r"[0-9][0-9A-Za-z.+-]*"),
+    "listener": re.compile("|".join(REFUSAL_REASONS)),
+    "reason": re.compile("|".join({r for rs in REFUSAL_REASONS.values() for r in rs})),
 }
 
 ZONE = """

@@ -590,3 +590,121 @@ def test_rpz_tsig_secret_is_a_needed_file(tmp_path: Path) -> None:
     text = MINIMAL + "rpz: {enabled: true, tsig: {name: k., secret_file: xfr.tsig}}\n"
     cfg = load_config(write(tmp_path, text))
     assert any("rpz.tsig.secret_file: no such file" in m for m in missing_files(cfg))
+
+
+# --- listener limits ---------------------------------------------------------------
+
+
+def test_listener_limits_have_defaults(tmp_path: Path) -> None:
+    from kzgate.config import DnsTcpConfig
+
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert cfg.dns.tcp == DnsTcpConfig(
+        max_connections=1000, max_per_client=16, idle_timeout=10.0, max_pipeline=32
+    )
+    assert (cfg.dns.max_pending_upstream, cfg.dns.max_pending_upstream_per_client) == (4096, 256)
+    api = cfg.api
+    assert (api.max_connections, api.max_per_client) == (256, 32)
+    assert (api.handshake_timeout, api.header_timeout, api.body_timeout) == (10.0, 10.0, 30.0)
+    assert (api.max_header_bytes, api.max_headers) == (8190, 32)
+    m = cfg.metrics
+    assert (m.max_connections, m.max_per_client, m.header_timeout) == (32, 8, 10.0)
+    r = cfg.rpz
+    assert (r.max_connections, r.max_per_client, r.idle_timeout, r.max_transfers) == (
+        64,
+        8,
+        30.0,
+        10,
+    )
+
+
+def test_listener_limits_are_read(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "api: {tls_cert: t/s.crt, tls_key: t/s.key}\n",
+        "api:\n"
+        "  tls_cert: t/s.crt\n"
+        "  tls_key: t/s.key\n"
+        "  max_connections: 10\n"
+        "  max_per_client: 2\n"
+        "  handshake_timeout: 1.5\n"
+        "  header_timeout: 2\n"
+        "  body_timeout: 3\n"
+        "  max_header_bytes: 1024\n"
+        "  max_headers: 16\n",
+    ) + (
+        "dns:\n"
+        "  tcp: {max_connections: 5, max_per_client: 1, idle_timeout: 0.5, max_pipeline: 4}\n"
+        "  max_pending_upstream: 100\n"
+        "  max_pending_upstream_per_client: 7\n"
+        "metrics: {max_connections: 3, max_per_client: 1, header_timeout: 4}\n"
+        "rpz: {max_connections: 6, max_per_client: 2, idle_timeout: 5, max_transfers: 1}\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    api = cfg.api
+    assert (api.max_connections, api.max_per_client, api.handshake_timeout) == (10, 2, 1.5)
+    assert (api.header_timeout, api.body_timeout) == (2.0, 3.0)
+    assert (api.max_header_bytes, api.max_headers) == (1024, 16)
+    tcp = cfg.dns.tcp
+    assert (tcp.max_connections, tcp.max_per_client, tcp.idle_timeout, tcp.max_pipeline) == (
+        5,
+        1,
+        0.5,
+        4,
+    )
+    assert (cfg.dns.max_pending_upstream, cfg.dns.max_pending_upstream_per_client) == (100, 7)
+    m = cfg.metrics
+    assert (m.max_connections, m.max_per_client, m.header_timeout) == (3, 1, 4.0)
+    r = cfg.rpz
+    assert (r.max_connections, r.max_per_client, r.idle_timeout, r.max_transfers) == (6, 2, 5, 1)
+
+
+def test_listener_limit_errors_name_file_and_key(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "api: {tls_cert: t/s.crt, tls_key: t/s.key}\n",
+        "api:\n"
+        "  tls_cert: t/s.crt\n"
+        "  tls_key: t/s.key\n"
+        "  max_connections: 0\n"
+        "  max_per_client: true\n"
+        "  handshake_timeout: 0\n"
+        "  header_timeout: -1\n"
+        "  body_timeout: soon\n"
+        "  max_header_bytes: 100\n"
+        "  max_headers: 5000\n",
+    ) + (
+        "dns:\n"
+        "  tcp: {max_connections: -1, max_per_client: 0, idle_timeout: 0, max_pipeline: 0,"
+        " max_lifetime: 9}\n"
+        "  max_pending_upstream: 0\n"
+        "  max_pending_upstream_per_client: 1.5\n"
+        "metrics: {max_connections: 0, max_per_client: 0, header_timeout: 0}\n"
+        "rpz: {max_connections: 0, max_per_client: 0, idle_timeout: 0, max_transfers: 0}\n"
+    )
+    errors = errors_of(tmp_path, text)
+    joined = "\n".join(errors)
+    keys = [
+        "api.max_connections",
+        "api.max_per_client",
+        "api.handshake_timeout",
+        "api.header_timeout",
+        "api.body_timeout",
+        "api.max_header_bytes",
+        "api.max_headers",
+        "dns.tcp.max_connections",
+        "dns.tcp.max_per_client",
+        "dns.tcp.idle_timeout",
+        "dns.tcp.max_pipeline",
+        "dns.tcp.max_lifetime: unknown key",
+        "dns.max_pending_upstream",
+        "dns.max_pending_upstream_per_client",
+        "metrics.max_connections",
+        "metrics.max_per_client",
+        "metrics.header_timeout",
+        "rpz.max_connections",
+        "rpz.max_per_client",
+        "rpz.idle_timeout",
+        "rpz.max_transfers",
+    ]
+    for key in keys:
+        assert f"kzgate.yaml: {key}" in joined, key
+    assert len(errors) == len(keys)
