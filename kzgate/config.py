@@ -161,6 +161,10 @@ class DnsConfig:
     block_ttl: int
     workers: int
     enabled: bool
+    # A worker that crashes crash_limit times within crash_window seconds is
+    # forked again on the pure-Python engine (kzgate/dns/crashes.py).
+    crash_limit: int = 5
+    crash_window: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,6 +614,8 @@ def _dns(t: _Table) -> DnsConfig:
         block_ttl=t.get("block_ttl", _integer(0, 86400), 60),
         workers=t.get("workers", _integer(1), 1),
         enabled=t.get("enabled", _boolean, True),
+        crash_limit=t.get("crash_limit", _integer(1), 5),
+        crash_window=t.get("crash_window", _number(0, inclusive=False), 60.0),
     )
     if cfg.enabled and not cfg.listen:
         t.error("listen", "must name at least one address when dns is enabled")

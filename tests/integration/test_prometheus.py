@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
+from kzgate.dns.fastpath import FAST
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -56,6 +57,8 @@ CONTRACT = {
     "kzgate_enforcer_errors_total": "counter",
     "kzgate_enforcer_drift_repairs_total": "counter",
     "kzgate_build_info": "gauge",
+    "kzgate_dns_worker_crashes_total": "counter",
+    "kzgate_dns_workers": "gauge",
 }
 NFT_CONTRACT = {
     "kzgate_nft_elements": "gauge",
@@ -85,6 +88,7 @@ LABEL_VALUES: dict[str, re.Pattern[str]] = {
     "family": re.compile(r"ipv4|ipv6"),
     "le": re.compile(r"\+Inf|\d+(\.\d+)?(e[+-]?\d+)?"),
     "version": re.compile(r"[0-9][0-9A-Za-z.+-]*"),
+    "engine": re.compile(r"c|python"),
 }
 
 ZONE = """
@@ -233,6 +237,10 @@ async def test_every_metric_of_the_contract_has_samples(scrape: Scrape) -> None:
     assert sample(scrape, "kzgate_dns_queries_total", verdict="forwarded") == 1
     assert sample(scrape, "kzgate_targets_active", kind="domain") == 1
     assert sample(scrape, "kzgate_targets_active", kind="cidr") == 1
+    # One DNS worker (the default), on the C fast path when it is built; no crash.
+    assert sample(scrape, "kzgate_dns_worker_crashes_total") == 0
+    assert sample(scrape, "kzgate_dns_workers", engine="c") == (FAST is not None)
+    assert sample(scrape, "kzgate_dns_workers", engine="python") == (FAST is None)
 
 
 def sample(scrape: Scrape, name: str, **labels: str) -> float:
@@ -307,6 +315,8 @@ REQUIRED_ALERTS = {
     "KzgateNoTasks",
     "KzgateDown",
     "KzgateTasksRefused",
+    "KzgateDnsWorkerCrashes",
+    "KzgateDnsFastPathOff",
 }
 
 
