@@ -24,6 +24,7 @@ import collections
 import contextlib
 import ctypes
 import dataclasses
+import faulthandler
 import logging
 import os
 import pickle
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from kzgate.config import DnsConfig, HostPort
-from kzgate.dns.crashes import EngineKind, WorkerHealth
+from kzgate.dns.crashes import EngineKind, Refork, WorkerHealth
 from kzgate.dns.fastpath import FAST, DictNameTable
 from kzgate.dns.local import LocalDns
 from kzgate.dns.sockets import bind_udp_tcp, hand_over
@@ -89,8 +90,12 @@ class _Worker:
     inherited: list[asyncio.Future[None]] = field(default_factory=list)
     snapshot: DnsSnapshot = field(default_factory=DnsSnapshot.zero)
     reader_task: asyncio.Task[None] | None = None
-    dead: bool = False  # its pipe closed: exited, or about to be reaped
+    crash_fd: int = -1  # read end of the pipe its fault handler reports a crash on
+    report: bytes = b""  # what that handler wrote: the Python stack at the crash
+    refork: Refork | None = None  # once its replacement is decided
+    dead: bool = False  # crashed or exited: it serves no more
     reaped: bool = False
+    retired: bool = False  # its counters moved to the pool's total of dead workers
 
     def send(self, frame: bytes) -> None:
         if self.dead:
@@ -130,6 +135,8 @@ class WorkerPool:
             WorkerHealth(cfg.crash_limit, cfg.crash_window, first_engine) for _ in range(self.count)
         ]
         self._sockets: list[list[SocketPair]] = []  # per slot, one pair per listen address
+        self._dying: list[_Worker] = []  # replaced or being replaced, not yet reaped
+        self._reforks: set[asyncio.Task[None]] = set()
         self._seq = 0
         self._retired = DnsSnapshot.zero()
         self._closing = False
@@ -184,7 +191,9 @@ class WorkerPool:
 
     async def close(self) -> None:
         self._closing = True
-        workers = list(self.workers.values())
+        for task in self._reforks:
+            task.cancel()
+        workers = self._all()
         for worker in workers:
             if not worker.dead:
                 with contextlib.suppress(ProcessLookupError):
@@ -195,13 +204,20 @@ class WorkerPool:
         for worker in workers:
             if not worker.reaped:
                 await loop.run_in_executor(None, _reap, worker.pid)
+                worker.reaped = True
             if worker.reader_task is not None:
                 worker.reader_task.cancel()
+            self._stop_reading(worker)
         _close_all(self._sockets)
         self._sockets = []
 
+    def _all(self) -> list[_Worker]:
+        """Every worker not yet retired: serving, starting, or dying."""
+        unique = {w.pid: w for w in (*self._dying, *self.workers.values())}
+        return [w for w in unique.values() if not w.retired]
+
     def snapshot(self) -> DnsSnapshot:
-        return total([self._retired, *(w.snapshot for w in self.workers.values())])
+        return total([self._retired, *(w.snapshot for w in self._all())])
 
     async def refresh(self) -> None:
         """Have every live worker report its counters now (a scrape reads them next)."""
@@ -316,17 +332,27 @@ class WorkerPool:
             core=health.crashes == 0,
         )
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        crash_read, crash_write = os.pipe()
+        others = [w.crash_fd for w in self._all() if w.crash_fd >= 0]
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child never returns from here
             parent_sock.close()
-            _child(child_sock, setup, parent)
+            os.close(crash_read)
+            _child(child_sock, crash_write, setup, parent, others)
         child_sock.close()
+        os.close(crash_write)
+        os.set_blocking(crash_read, False)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         protocol = asyncio.StreamReaderProtocol(reader)
         worker = _Worker(slot, pid, health.engine, time.monotonic(), loop.create_future())
+        worker.crash_fd = crash_read
+        loop.add_reader(crash_read, self._crash_reported, worker)
+        replaced = self.workers.get(slot)
         self.workers[slot] = worker
+        if replaced is not None:
+            self._retire(replaced)
 
         async def attach() -> None:
             transport, _ = await loop.connect_accepted_socket(lambda: protocol, parent_sock)
@@ -363,27 +389,67 @@ class WorkerPool:
                 worker.ready.exception()  # start() reports it; mark it retrieved
                 return
             worker.ready.cancel()
-        if not self._closing:
-            await self._replace(worker)
-
-    async def _replace(self, dead: _Worker) -> None:
-        status = await asyncio.get_running_loop().run_in_executor(None, _reap, dead.pid)
-        dead.reaped = True
-        self._retired = self._retired + dead.snapshot
-        health = self.health[dead.slot]
-        refork = health.crashed(time.monotonic(), dead.started)
+        if self._closing:
+            return
+        self._begin_replacement(worker)  # unless its crash report began it already
+        status = await asyncio.get_running_loop().run_in_executor(None, _reap, worker.pid)
+        worker.reaped = True
+        self._crash_reported(worker)  # what its fault handler wrote and was not read yet
+        self._stop_reading(worker)
+        self._retire(worker)
+        refork, health = worker.refork, self.health[worker.slot]
+        assert refork is not None
         log.error(
             "DNS worker %d (pid %d, %s engine) %s: crash %d of this worker, %d within %g s; "
-            "forking a new one%s",
-            dead.slot,
-            dead.pid,
-            dead.engine,
+            "replacement forked %s",
+            worker.slot,
+            worker.pid,
+            worker.engine,
             _describe(status),
             health.crashes,
             refork.recent,
             self.cfg.crash_window,
-            f" in {refork.delay:g} s" if refork.delay else "",
+            f"after {refork.delay:g} s" if refork.delay else "at once",
         )
+        if worker.report:
+            log.error(
+                "DNS worker %d (pid %d) crash report:\n%s",
+                worker.slot,
+                worker.pid,
+                worker.report.decode("utf-8", "replace").rstrip(),
+            )
+
+    def _crash_reported(self, worker: _Worker) -> None:
+        """Its fault handler wrote the stack: it is dying, so replace it now.
+
+        Not after its exit, which first tears down its memory: 10 to 50 ms with
+        a million names, while its queries wait.
+        """
+        while worker.crash_fd >= 0 and len(worker.report) < 65536:
+            try:
+                data = os.read(worker.crash_fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:  # it exited; the write end closed
+                self._stop_reading(worker)
+                break
+            worker.report += data
+        if worker.report and not worker.dead and self.started and not self._closing:
+            worker.dead = True
+            self._begin_replacement(worker)
+
+    def _stop_reading(self, worker: _Worker) -> None:
+        if worker.crash_fd >= 0:
+            asyncio.get_running_loop().remove_reader(worker.crash_fd)
+            os.close(worker.crash_fd)
+            worker.crash_fd = -1
+
+    def _begin_replacement(self, dead: _Worker) -> None:
+        if dead.refork is not None:
+            return
+        dead.refork = refork = self.health[dead.slot].crashed(time.monotonic(), dead.started)
         if refork.switched:
             log.error(
                 "DNS worker %d crashed %d times within %g s (dns.crash_limit): it now runs "
@@ -392,12 +458,27 @@ class WorkerPool:
                 refork.recent,
                 self.cfg.crash_window,
             )
-        if refork.delay:
-            await asyncio.sleep(refork.delay)
+        self._dying.append(dead)
+        task = asyncio.get_running_loop().create_task(self._refork(dead, refork.delay))
+        self._reforks.add(task)
+        task.add_done_callback(self._reforks.discard)
+
+    async def _refork(self, dead: _Worker, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         if self._closing:
             return
         worker = self._fork(dead.slot)
         worker.inherited = [f for f in (*dead.inherited, *dead.pending.values()) if not f.done()]
+
+    def _retire(self, worker: _Worker) -> None:
+        """Once reaped and replaced, its last counters join the total of dead workers."""
+        if worker.retired or not worker.reaped or self.workers.get(worker.slot) is worker:
+            return
+        worker.retired = True
+        self._retired = self._retired + worker.snapshot
+        with contextlib.suppress(ValueError):
+            self._dying.remove(worker)
 
 
 def _close_all(sockets: list[list[SocketPair]]) -> None:
@@ -441,7 +522,9 @@ class _Setup:
     core: bool  # leave a core file if it crashes (as the system's limits allow)
 
 
-def _child(sock: socket.socket, setup: _Setup, parent: int) -> NoReturn:
+def _child(
+    sock: socket.socket, crash_fd: int, setup: _Setup, parent: int, release: Sequence[int]
+) -> NoReturn:
     code = 0
     try:
         # The parent's running loop (and its epoll, shared after fork) must never
@@ -460,8 +543,11 @@ def _child(sock: socket.socket, setup: _Setup, parent: int) -> NoReturn:
         if not setup.core:
             _, hard = resource.getrlimit(resource.RLIMIT_CORE)
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
-        keep = {sock.fileno(), *(s.fileno() for pair in setup.sockets for s in pair)}
-        _release_inherited(keep)
+        # A fault (SIGSEGV, SIGBUS, SIGABRT, ...) writes the Python stack to the
+        # control process at once, before the kernel tears this process down.
+        faulthandler.enable(file=crash_fd, all_threads=True)
+        keep = {sock.fileno(), crash_fd, *(s.fileno() for pair in setup.sockets for s in pair)}
+        _release_inherited(keep, release)
         for where, (udp, tcp) in zip(setup.listen, setup.sockets, strict=True):
             hand_over(where.host, where.port, udp, tcp)
         loop = _new_loop(uvloop=setup.engine == "c")
@@ -475,7 +561,7 @@ def _child(sock: socket.socket, setup: _Setup, parent: int) -> NoReturn:
         os._exit(code)
 
 
-def _release_inherited(keep: set[int]) -> None:
+def _release_inherited(keep: set[int], also: Sequence[int]) -> None:
     """Let go of the control process's sockets and files that fork copied in.
 
     The API's, metrics' and RPZ's listeners and connections, the other workers'
@@ -483,8 +569,8 @@ def _release_inherited(keep: set[int]) -> None:
     port bound after the control process let go of it. Each descriptor is
     pointed at /dev/null rather than closed, so that an object of the control
     process that still names its number can never close one this worker opens
-    later. Pipes and event descriptors stay: a library's fork handler may just
-    have made them anew.
+    later. Other pipes and event descriptors stay (a library's fork handler may
+    just have made them anew), but for ``also``: other workers' crash pipes.
     """
     try:
         names = os.listdir("/proc/self/fd")
@@ -501,7 +587,7 @@ def _release_inherited(keep: set[int]) -> None:
                 mode = os.fstat(fd).st_mode
             except OSError:
                 continue  # the listing's own descriptor, closed again
-            if stat.S_ISSOCK(mode) or stat.S_ISREG(mode):
+            if stat.S_ISSOCK(mode) or stat.S_ISREG(mode) or fd in also:
                 os.dup2(devnull, fd, inheritable=False)
     finally:
         os.close(devnull)
