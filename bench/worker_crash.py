@@ -147,6 +147,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="kzgate-crash-") as tmp:
         work = Path(tmp)
         pki = work / "pki"
@@ -197,6 +198,8 @@ async def main(args: argparse.Namespace) -> None:
         "sent": sum(t.sent for t in trials),
         "lost": sum(t.lost for t in trials),
         "crashes": last["crashes"],
+        # the machine's load: other work on it stretches every fork and start
+        "loadavg_1m": {"before": load_before, "after": round(os.getloadavg()[0], 2)},
     }
     print(json.dumps(report, indent=2))
 

@@ -43,6 +43,7 @@ class LocalDns:
         self.upstreams = Upstreams(
             [(u.host, u.port) for u in cfg.upstreams], observe=self.timer.observe
         )
+        self.fast = fast
         # fast=None: every UDP query through the Python engine (a worker that
         # crashed too often in the C fast path, see crashes.py).
         self.server = DnsServer(self.engine, self.upstreams, listen or cfg.listen, fast=fast)

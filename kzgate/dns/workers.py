@@ -604,13 +604,18 @@ def _new_loop(*, uvloop: bool) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def _resolver(setup: _Setup) -> tuple[PolicyIndex, LocalDns]:
+    """The worker's policy index and resolver, on the engine its slot runs."""
+    if setup.engine == "c":
+        return setup.index, LocalDns(setup.index, setup.cfg, setup.listen, fast=FAST)
+    # Pure Python means no C on any query: the names move to a dict table too.
+    index = setup.index if FAST is None else setup.index.copy_onto(DictNameTable())
+    return index, LocalDns(index, setup.cfg, setup.listen, fast=None)
+
+
 async def _serve_child(sock: socket.socket, setup: _Setup) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    index, fast_ok = setup.index, setup.engine == "c"
-    if not fast_ok and FAST is not None:
-        # Pure Python means no C on any query: the names move to a dict table too.
-        index = index.copy_onto(DictNameTable())
-    resolver = LocalDns(index, setup.cfg, setup.listen, fast=FAST if fast_ok else None)
+    index, resolver = _resolver(setup)
     if setup.settings is not None:
         await resolver.set_settings(setup.settings)
     writer.write(_frame(("ready", await resolver.start())))
