@@ -541,8 +541,9 @@ def _child(
         if os.getppid() != parent:
             os._exit(0)  # it died before prctl could tell us
         if not setup.core:
-            _, hard = resource.getrlimit(resource.RLIMIT_CORE)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+            with contextlib.suppress(OSError, ValueError):  # a limit is advice, not a need
+                _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+                resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
         # A fault (SIGSEGV, SIGBUS, SIGABRT, ...) writes the Python stack to the
         # control process at once, before the kernel tears this process down.
         faulthandler.enable(file=crash_fd, all_threads=True)
