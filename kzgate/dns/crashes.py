@@ -36,6 +36,7 @@ class Refork:
     engine: EngineKind  # what the replacement runs
     switched: bool  # this crash moved the worker from the C fast path to pure Python
     recent: int  # crashes within the window, this one included
+    number: int  # crashes of this slot since start, this one included
 
 
 @dataclass
@@ -62,7 +63,7 @@ class WorkerHealth:
         switched = self.engine == "c" and len(recent) >= self.limit
         if switched:
             self.engine = "python"
-        return Refork(self._delay(), self.engine, switched, len(recent))
+        return Refork(self._delay(), self.engine, switched, len(recent), self.crashes)
 
     def _delay(self) -> float:
         if self.streak <= 1:

@@ -397,16 +397,16 @@ class WorkerPool:
         self._crash_reported(worker)  # what its fault handler wrote and was not read yet
         self._stop_reading(worker)
         self._retire(worker)
-        refork, health = worker.refork, self.health[worker.slot]
+        refork = worker.refork
         assert refork is not None
         log.error(
             "DNS worker %d (pid %d, %s engine) %s: crash %d of this worker, %d within %g s; "
-            "replacement forked %s",
+            "re-fork %s",
             worker.slot,
             worker.pid,
             worker.engine,
             _describe(status),
-            health.crashes,
+            refork.number,
             refork.recent,
             self.cfg.crash_window,
             f"after {refork.delay:g} s" if refork.delay else "at once",

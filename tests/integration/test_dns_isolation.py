@@ -233,7 +233,7 @@ async def test_a_crash_never_resets_the_back_off_and_what_is_pushed_meanwhile_is
             await kz.replaced(victim)  # each one served before it was killed
             line = await kz.daemon.wait_log(f"DNS worker 0 (pid {victim},")
             assert f"crash {n} of this worker" in line, line
-            found = re.search(r"replacement forked (?:at once|after ([\d.]+) s)$", line.strip())
+            found = re.search(r"re-fork (?:at once|after ([\d.]+) s)$", line.strip())
             assert found, line
             waits.append(float(found.group(1) or 0))
         assert waits == [0.0, 0.05, 0.1, 0.2, 0.4]

@@ -53,7 +53,7 @@ def test_crash_limit_crashes_within_the_window_switch_to_python_once_and_for_goo
     first, second = h.crashed(now=0.0, started=0.0), h.crashed(now=1.0, started=0.5)
     assert (first.engine, second.engine) == ("c", "c") and not second.switched
     third = h.crashed(now=2.0, started=1.5)
-    assert (third.engine, third.switched, third.recent) == ("python", True, 3)
+    assert (third.engine, third.switched, third.recent, third.number) == ("python", True, 3, 3)
     fourth = h.crashed(now=3.0, started=2.5)
     assert (fourth.engine, fourth.switched) == ("python", False)  # said once
     # Not moved back, however long it then runs without crashing.
