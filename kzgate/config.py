@@ -182,6 +182,10 @@ class DnsConfig:
     tcp: DnsTcpConfig = field(default_factory=DnsTcpConfig)
     max_pending_upstream: int = 4096  # per DNS process
     max_pending_upstream_per_client: int = 256
+    # A worker that crashes crash_limit times within crash_window seconds is
+    # forked again on the pure-Python engine (kzgate/dns/crashes.py).
+    crash_limit: int = 5
+    crash_window: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,6 +671,8 @@ def _dns(t: _Table) -> DnsConfig:
         tcp=_dns_tcp(t.child("tcp")),
         max_pending_upstream=t.get("max_pending_upstream", _integer(1), 4096),
         max_pending_upstream_per_client=t.get("max_pending_upstream_per_client", _integer(1), 256),
+        crash_limit=t.get("crash_limit", _integer(1), 5),
+        crash_window=t.get("crash_window", _number(0, inclusive=False), 60.0),
     )
     if cfg.enabled and not cfg.listen:
         t.error("listen", "must name at least one address when dns is enabled")

@@ -24,9 +24,9 @@ from kzgate.api.ratelimit import RateLimiter
 from kzgate.api.server import HttpLimits, limited_runner, start_site
 from kzgate.api.tls import server_context
 from kzgate.config import Config, ConfigError, HostPort, load_config
-from kzgate.dns.local import LocalDns, block_settings
-from kzgate.dns.telemetry import DnsCollector
-from kzgate.dns.workers import WorkerPool
+from kzgate.dns.local import block_settings
+from kzgate.dns.telemetry import DnsCollector, WorkerCollector
+from kzgate.dns.workers import WorkerPool, WorkerStartError
 from kzgate.enforce.base import Enforcer
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
 from kzgate.enforce.dryrun import DryRunEnforcer
@@ -72,7 +72,7 @@ class Daemon:
     pipeline: Pipeline | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
-    dns: LocalDns | WorkerPool | None = None
+    dns: WorkerPool | None = None
     nft: NftEnforcer | None = None
     rpz: RpzEnforcer | None = None
     limiter: RateLimiter | None = None
@@ -92,6 +92,8 @@ class Daemon:
             enforcers = await self._enforcers()
         except BaseException:
             register.close()
+            if self.dns is not None:
+                await self.dns.close()  # its sockets, bound already
             raise
         self.pipeline = Pipeline(
             register=register,
@@ -101,18 +103,11 @@ class Daemon:
             receipt_key=receipt_key,
             metrics=self.metrics,
         )
-        # Reconcile before binding: a query or a lookup must never see an empty policy.
-        # (With dns.workers > 1 this also forks the workers, from the reconciled index.)
+        # Reconcile before serving: a query or a lookup must never see an empty policy.
+        # This also forks the DNS workers, from the reconciled index.
         await self.pipeline.start()
-        if cfg.dns.enabled and self.dns is None:
-            self.dns = LocalDns(self.index, cfg.dns)
-            bound = await self.dns.start()
-        elif isinstance(self.dns, WorkerPool):
-            bound = self.dns.bound
-            if not bound:
-                raise StartupError(
-                    f"dns.workers: {self.dns.start_error or 'workers did not start'}"
-                )
+        if self.dns is not None and not self.dns.started:
+            raise StartupError(f"dns: {self.dns.start_error or 'workers did not start'}")
         if self.rpz is not None:
             # Bound only now: a secondary must never transfer the zone before it
             # holds the register's state (that would briefly lift every block).
@@ -124,9 +119,10 @@ class Daemon:
             self.rpz.announce()
             self.metrics.refusals.watch("rpz", self.rpz.server.refusals.read)
         if self.dns is not None:
-            self.bound["dns"] = bound[0]
+            self.bound["dns"] = self.dns.bound[0]
             dns = self.dns
             self.metrics.registry.register(DnsCollector(dns.snapshot))
+            self.metrics.registry.register(WorkerCollector(dns.counts))
             self.metrics.refusals.watch("dns", lambda: dns.snapshot().refusals)
         self.limiter = RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst)
         api = make_app(self.pipeline, max_body_bytes=cfg.api.max_body_bytes, limiter=self.limiter)
@@ -196,8 +192,15 @@ class Daemon:
         # The index first: DNS workers are forked from it, so it must already
         # hold a diff when the pool passes that diff on.
         enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index)]
-        if cfg.dns.enabled and cfg.dns.workers > 1:
+        if cfg.dns.enabled:
+            # DNS is served only by worker processes, so that a crash in its data
+            # plane costs one worker, never intake, the register, nftables or RPZ.
+            # Their sockets are bound here and stay with this process (workers.py).
             self.dns = WorkerPool(self.index, cfg.dns)
+            try:
+                await self.dns.bind()
+            except WorkerStartError as exc:
+                raise StartupError(f"dns: {exc}") from None
             enforcers.append(self.dns)
         if cfg.rpz.enabled:
             try:
@@ -255,6 +258,8 @@ class Daemon:
         async def scrape(request: web.Request) -> web.Response:
             if pipeline is not None:
                 await pipeline.refresh_stored_state()
+            if self.dns is not None:
+                await self.dns.refresh()  # the workers' counters as of now
             body = generate_latest(registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -289,6 +294,8 @@ class Daemon:
         if self.pipeline is not None:
             # per enforcer that leaves targets out: {"count": n, "targets": [the first 20]}
             out["not_enforced"] = self.pipeline.not_enforced_summary()
+        if self.dns is not None:
+            out["dns"] = self.dns.status()
         return out
 
     async def stop(self) -> None:

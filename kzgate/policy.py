@@ -19,8 +19,8 @@ from kzgate.names import IPNetwork, domain_to_wire
 class PolicyIndex:
     """Restricted domains (with their subdomains) and IP prefixes, with one naming ref each."""
 
-    def __init__(self) -> None:
-        self._names = new_name_table()
+    def __init__(self, names: NameTable | None = None) -> None:
+        self._names = names if names is not None else new_name_table()
         # One number per instruction ever named here: the table stores numbers, not refs.
         self._refs: list[InstructionRef] = []
         self._ref_numbers: dict[InstructionRef, int] = {}
@@ -30,6 +30,17 @@ class PolicyIndex:
 
     def __len__(self) -> int:
         return len(self._names) + len(self._prefixes)
+
+    def copy_onto(self, names: NameTable) -> PolicyIndex:
+        """The same policy over an empty ``names`` table (a DNS worker that must run no C)."""
+        out = PolicyIndex(names)
+        for wire, number in self._names.items():
+            names.set(wire, number)
+        out._refs = list(self._refs)
+        out._ref_numbers = dict(self._ref_numbers)
+        for net, ref in self._prefixes.items():
+            out.set_prefix(net, ref)
+        return out
 
     @property
     def name_table(self) -> NameTable:

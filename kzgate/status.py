@@ -54,6 +54,9 @@ def render(
                     for fam in ("ipv4", "ipv6")
                 )
             )
+        dns = live.get("dns")
+        if dns:
+            lines.append("dns           " + _dns_workers(dns))
     if live is not None and "not_enforced" in live:
         lines.extend(_not_enforced(live["not_enforced"]))
     instructions = stats.get("instructions", {})
@@ -83,6 +86,27 @@ def _not_enforced(left_out: Mapping[str, Any]) -> list[str]:
         if count > len(targets):
             lines.append(f"                … and {count - len(targets):,} more")
     return lines
+def _dns_workers(dns: Mapping[str, Any]) -> str:
+    """The DNS workers: is the C fast path answering (issue 10), did any crash."""
+    workers = dns.get("workers", [])
+    count = len(workers)
+    on_c = sum(1 for w in workers if w.get("engine") == "c")
+    if dns.get("fast_path") != "built":
+        engine = "pure Python: the C fast path is NOT BUILT"
+    elif on_c == count:
+        engine = "C fast path active"
+    else:
+        moved = ", ".join(str(w.get("slot")) for w in workers if w.get("engine") != "c")
+        engine = (
+            f"C fast path active on {on_c}, OFF on {count - on_c} (worker {moved}: "
+            "pure Python after repeated crashes, until restart)"
+        )
+    parts = [f"{count} worker{'' if count == 1 else 's'}", engine]
+    parts.append(f"{sum(int(w.get('crashes', 0)) for w in workers):,} crashes")
+    down = [f"{w.get('slot')} {w.get('state')}" for w in workers if w.get("state") != "up"]
+    if down:
+        parts.append("not serving: worker " + ", ".join(down))
+    return "   ".join(parts)
 
 
 def _last_task(last: Mapping[str, Any] | None) -> str:

@@ -1,4 +1,4 @@
-"""The resolver in this process: engine, upstream client and listeners, wired together."""
+"""One DNS worker's resolver: engine, upstream client and listeners, wired together."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from kzgate.config import DnsConfig, HostPort
 from kzgate.dns.engine import Engine
+from kzgate.dns.fastpath import FAST, FastModule
 from kzgate.dns.server import DnsServer, Limits
 from kzgate.dns.telemetry import DnsSnapshot, UpstreamTimer
 from kzgate.dns.types import BlockSettings, DnsStats
@@ -34,7 +35,7 @@ class LocalDns:
         cfg: DnsConfig,
         listen: Sequence[HostPort] | None = None,
         *,
-        reuse_port: bool = False,
+        fast: FastModule | None = FAST,
     ) -> None:
         self.stats = DnsStats()
         self.timer = UpstreamTimer()
@@ -42,12 +43,11 @@ class LocalDns:
         self.upstreams = Upstreams(
             [(u.host, u.port) for u in cfg.upstreams], observe=self.timer.observe
         )
+        self.fast = fast
+        # fast=None: every UDP query through the Python engine (a worker that
+        # crashed too often in the C fast path, see crashes.py).
         self.server = DnsServer(
-            self.engine,
-            self.upstreams,
-            listen or cfg.listen,
-            reuse_port=reuse_port,
-            limits=Limits.of(cfg),
+            self.engine, self.upstreams, listen or cfg.listen, limits=Limits.of(cfg), fast=fast
         )
 
     async def start(self) -> list[tuple[str, int]]:

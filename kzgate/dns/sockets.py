@@ -10,6 +10,16 @@ from typing import Any
 
 RCVBUF_BYTES = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 
+# A DNS worker serves sockets that its control process bound and keeps open
+# (dns/workers.py), so that what arrives while a crashed worker is forked again
+# waits in their queues. The worker hands them over here before its server binds.
+_handed_over: dict[tuple[str, int], tuple[socket.socket, socket.socket]] = {}
+
+
+def hand_over(host: str, port: int, udp: socket.socket, tcp: socket.socket) -> None:
+    """The next ``bind_udp_tcp(host, port)`` in this process returns these, bound already."""
+    _handed_over[(host, port)] = (udp, tcp)
+
 
 async def bind_udp_tcp(
     host: str, port: int, *, reuse_port: bool = False, big_rcvbuf: bool = False
@@ -19,6 +29,9 @@ async def bind_udp_tcp(
     Port 0 means any free port, the same for both: UDP picks one and TCP must
     get it too; if TCP finds it taken, another is tried.
     """
+    pair = _handed_over.pop((host, port), None)
+    if pair is not None:
+        return pair
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
     family, addr = infos[0][0], infos[0][4]

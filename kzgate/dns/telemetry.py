@@ -1,8 +1,9 @@
-"""DNS counters as Prometheus metrics, summed over the in-process engine or the workers.
+"""DNS counters as Prometheus metrics, summed over the worker processes.
 
 The hot path only bumps plain ints (DnsStats) and bucket counts (UpstreamTimer);
 a collector turns snapshots of them into metrics at scrape time. Workers send
-their snapshots to the main process, which adds them up.
+their snapshots to the control process, which adds them up; it also counts the
+workers' crashes and which engine each runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import bisect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from kzgate.dns.types import VERDICTS, DnsStats
@@ -99,6 +105,38 @@ class DnsCollector(Collector):
         )
         upstream.add_metric([], buckets, snap.upstream_total)
         yield upstream
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCounts:
+    crashes: int  # worker deaths the pool did not ask for, since start
+    engines: dict[str, int]  # "c" | "python" -> worker slots running it
+
+
+ENGINES = ("c", "python")
+
+
+class WorkerCollector(Collector):
+    def __init__(self, read: Callable[[], WorkerCounts]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._read()
+        crashes = CounterMetricFamily(
+            "kzgate_dns_worker_crashes",
+            "DNS worker processes that died unasked (each is forked again).",
+        )
+        crashes.add_metric([], counts.crashes)
+        yield crashes
+        workers = GaugeMetricFamily(
+            "kzgate_dns_workers",
+            "DNS worker processes by engine: c (the C fast path in front of the Python "
+            "engine) or python (pure Python: not built, or after repeated crashes).",
+            labels=["engine"],
+        )
+        for engine in ENGINES:
+            workers.add_metric([engine], counts.engines.get(engine, 0))
+        yield workers
 
 
 def _le(bound: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -17,7 +18,10 @@ from kzfixtures import Regulator, push_task, write_config
 
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
-from kzgate.dns.workers import WorkerPool
+from kzgate.dns.fastpath import FAST, DictNameTable
+from kzgate.dns.workers import WorkerPool, _resolver, _Setup
+from kzgate.model import InstructionRef
+from kzgate.policy import PolicyIndex
 
 WORKERS = 3
 SOCKETS = 60  # distinct source ports, so SO_REUSEPORT spreads them over every worker
@@ -126,4 +130,19 @@ def test_workers_that_cannot_listen_stop_the_start_with_one_clear_line(
     assert result.returncode != 0
     assert time.monotonic() - started < 20  # no fork storm, no 30 s hang
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("kzgate: dns.workers:") and f"127.0.0.1:{port}" in last, last
+    assert last.startswith(f"kzgate: dns: cannot listen on 127.0.0.1:{port}"), last
+
+
+def test_a_pure_python_worker_runs_no_c_on_queries(tmp_path: Path, pki: Path) -> None:
+    cfg = load_config(write_config(tmp_path, pki)).dns
+    index = PolicyIndex()
+    ref = InstructionRef("mci", "77-1", "2026-11-01")
+    index.set_domain("blocked.kz", ref)
+    setup = _Setup(index, cfg, cfg.listen, (), None, "python", core=True)
+    pure, resolver = _resolver(setup)
+    assert resolver.fast is None and isinstance(pure.name_table, DictNameTable)
+    assert pure.lookup_name("www.blocked.kz") == ref and pure.lookup_name("x.kz") is None
+    pure.remove_domain("blocked.kz")  # a diff to the copy leaves the forked original alone
+    assert index.lookup_name("blocked.kz") == ref
+    same, resolver = _resolver(dataclasses.replace(setup, engine="c"))
+    assert resolver.fast is FAST and same is index

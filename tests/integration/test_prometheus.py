@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
+from kzgate.dns.fastpath import FAST
 from kzgate.metrics import REFUSAL_REASONS
 
 PROMTOOL = shutil.which("promtool")
@@ -59,6 +60,8 @@ CONTRACT = {
     "kzgate_not_enforced_targets": "gauge",
     "kzgate_build_info": "gauge",
     "kzgate_listener_refusals_total": "counter",  # issue 10: listener limits
+    "kzgate_dns_worker_crashes_total": "counter",
+    "kzgate_dns_workers": "gauge",
 }
 NFT_CONTRACT = {
     "kzgate_nft_elements": "gauge",
@@ -90,6 +93,7 @@ LABEL_VALUES: dict[str, re.Pattern[str]] = {
     "version": re.compile(r"[0-9][0-9A-Za-z.+-]*"),
     "listener": re.compile("|".join(REFUSAL_REASONS)),
     "reason": re.compile("|".join({r for rs in REFUSAL_REASONS.values() for r in rs})),
+    "engine": re.compile(r"c|python"),
 }
 
 ZONE = """
@@ -238,6 +242,10 @@ async def test_every_metric_of_the_contract_has_samples(scrape: Scrape) -> None:
     assert sample(scrape, "kzgate_dns_queries_total", verdict="forwarded") == 1
     assert sample(scrape, "kzgate_targets_active", kind="domain") == 1
     assert sample(scrape, "kzgate_targets_active", kind="cidr") == 1
+    # One DNS worker (the default), on the C fast path when it is built; no crash.
+    assert sample(scrape, "kzgate_dns_worker_crashes_total") == 0
+    assert sample(scrape, "kzgate_dns_workers", engine="c") == (FAST is not None)
+    assert sample(scrape, "kzgate_dns_workers", engine="python") == (FAST is None)
 
 
 def sample(scrape: Scrape, name: str, **labels: str) -> float:
@@ -313,6 +321,8 @@ REQUIRED_ALERTS = {
     "KzgateDown",
     "KzgateTasksRefused",
     "KzgateTargetsNotEnforced",
+    "KzgateDnsWorkerCrashes",
+    "KzgateDnsFastPathOff",
 }
 
 

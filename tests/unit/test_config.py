@@ -164,6 +164,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert str(cfg.dns.sinkhole_ipv4) == "192.0.2.1"
     assert str(cfg.dns.sinkhole_ipv6) == "2001:db8::1"
     assert (cfg.dns.block_ttl, cfg.dns.workers) == (60, 1)
+    assert (cfg.dns.crash_limit, cfg.dns.crash_window) == (5, 60.0)
     assert cfg.nftables.enabled is False
     assert (cfg.nftables.table, cfg.nftables.hooks, cfg.nftables.action) == (
         "kzgate",
@@ -313,6 +314,8 @@ log: {level: loud}
         ("dns: {sinkhole_ipv4: '2001:db8::1'}", "dns.sinkhole_ipv4", "must be an IPv4 address"),
         ("dns: {sinkhole_ipv6: 192.0.2.1}", "dns.sinkhole_ipv6", "must be an IPv6 address"),
         ("dns: {upstreams: ['::1:53']}", "dns.upstreams[0]", "put an IPv6 address in brackets"),
+        ("dns: {crash_limit: 0}", "dns.crash_limit", "must be an integer >= 1 (got 0)"),
+        ("dns: {crash_window: 0}", "dns.crash_window", "must be a number > 0 (got 0)"),
         ("nftables: {enabled: 1}", "nftables.enabled", "must be true or false (got 1)"),
         ("nftables: {hooks: []}", "nftables.hooks", "must name at least one of forward, output"),
         ("nftables: {hooks: [output, output]}", "nftables.hooks", "lists a hook twice"),

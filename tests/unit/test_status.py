@@ -59,3 +59,34 @@ def test_targets_an_enforcer_leaves_out_are_listed() -> None:
     # an older daemon without the field, or none running: no claim either way
     assert "not enforced" not in render(STATS, {}, {"ready": True})
     assert "not enforced" not in render(STATS, {}, None)
+
+
+def dns_live(fast_path: str, *workers: tuple[str, str, int]) -> dict[str, object]:
+    return {
+        "ready": True,
+        "dns": {
+            "fast_path": fast_path,
+            "workers": [
+                {"slot": i, "pid": 100 + i, "engine": e, "state": st, "crashes": c}
+                for i, (e, st, c) in enumerate(workers)
+            ],
+        },
+    }
+
+
+def test_dns_workers_on_the_c_fast_path() -> None:
+    text = render({}, {}, dns_live("built", ("c", "up", 0)))
+    assert "dns           1 worker   C fast path active   0 crashes" in text
+
+
+def test_dns_workers_moved_to_python_and_down_are_called_out() -> None:
+    live = dns_live("built", ("c", "up", 1), ("python", "up", 5), ("c", "down", 2))
+    line = next(x for x in render({}, {}, live).splitlines() if x.startswith("dns "))
+    assert "3 workers" in line
+    assert "C fast path active on 2, OFF on 1 (worker 1: pure Python after repeated" in line
+    assert "8 crashes" in line and "not serving: worker 2 down" in line
+
+
+def test_dns_without_the_c_module_says_so() -> None:
+    text = render({}, {}, dns_live("not built", ("python", "up", 0), ("python", "up", 0)))
+    assert "2 workers   pure Python: the C fast path is NOT BUILT" in text
