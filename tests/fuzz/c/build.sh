@@ -16,6 +16,7 @@ root="$(cd "$here/../../.." && pwd)"
 mkdir -p "$1"
 out="$(cd "$1" && pwd)"
 cc="${CC:-clang-14}"
+command -v "$cc" >/dev/null || { echo "$0: no $cc (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 1; }
 flags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
     -Wall -Wextra -Werror)
 for src in "$here"/*.c; do
