@@ -339,7 +339,7 @@ static int block_answer(View *v, const unsigned char *q, const Query *qy, PyObje
     PyObject *an = PyTuple_GET_ITEM(plan, 1);
     long ancount = PyLong_AsLong(PyTuple_GET_ITEM(plan, 2));
     int soa = PyObject_IsTrue(PyTuple_GET_ITEM(plan, 3));
-    if (PyErr_Occurred() || soa < 0)
+    if (soa < 0 || ((rcode == -1 || ancount == -1) && PyErr_Occurred()))
         return -1;
     if (!PyBytes_Check(an) || rcode < 0 || rcode > 15 || ancount < 0 || ancount > 0xFFFF)
         return 0;
@@ -469,7 +469,7 @@ static int cached_answer(View *v, const unsigned char *q, const Query *qy, doubl
     for (Py_ssize_t i = 0; i < count; i++) {
         long long off = PyLong_AsLongLong(PyTuple_GET_ITEM(offsets, i));
         long long ttl = PyLong_AsLongLong(PyTuple_GET_ITEM(ttls, i));
-        if (PyErr_Occurred())
+        if ((off == -1 || ttl == -1) && PyErr_Occurred())
             goto done;
         if (off < 0 || (unsigned long long)off + 4 > len || ttl < 0 || ttl > 0xFFFFFFFFLL) {
             result = 0;
@@ -515,7 +515,7 @@ static int answer(View *v, const unsigned char *q, size_t n, double now, unsigne
         r = block_answer(v, q, &qy, ref, DNS_HEADER + at, out, out_cap, out_len);
     else if (r == 0)
         r = cached_answer(v, q, &qy, now, out, out_cap, out_len);
-    if (r < 0 || PyErr_Occurred()) {
+    if (r < 0) { /* every helper returns -1 on its errors (PyErr_Occurred() costs ~10 ns here) */
         PyErr_Clear();
         return 0;
     }
