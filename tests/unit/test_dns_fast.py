@@ -487,6 +487,8 @@ ODD_ENTRIES = [
     ("expires", 300),
     ("expires", None),
     ("inserted", "0"),
+    ("inserted", -1e300),  # an age no integer type holds: converting it is undefined in C
+    ("inserted", float("nan")),
     ("reply", "not bytes"),
     ("reply", b"\x00" * 5),
     ("ttl_offsets", [40]),
