@@ -55,7 +55,10 @@ ensure_venv() {
         apt_install "python${ver}-venv" || apt_install python3-venv
     fi
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-    stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/kzgate/dns/_fast.c" | sha256sum | cut -c1-16)-$extras"
+    # Every C source and header counts: a changed one must be compiled again.
+    stamp="$( { cat "$ROOT/pyproject.toml" "$ROOT/setup.py"
+        find "$ROOT/kzgate" \( -name '*.c' -o -name '*.h' \) -print0 | sort -z | xargs -0 cat; } |
+        sha256sum | cut -c1-16)-$extras"
     if [ "$(cat "$VENV/.kzgate-installed" 2>/dev/null)" != "$stamp" ]; then
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip >&2
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$extras]" >&2

@@ -7,13 +7,21 @@
  * there is one policy and one cache whichever path answers. Anything it is not
  * sure to answer exactly as the engine would (a malformed query, an opcode or
  * OPT it does not handle, a forward, a CNAME into a restricted name, an answer
- * that would need TC) goes back to Python untouched.
+ * that would need TC, a structure of an unexpected type) goes back to Python
+ * untouched: one odd query costs its own trip through the engine, never the
+ * batch it came in.
  *
  * Why C: on a 20k q/s load the per-packet cost of the interpreter (cold after
  * every wake-up) and of one recvfrom+sendto pair per query were most of the
  * CPU; recvmmsg/sendmmsg answer a burst with two system calls.
  *
- * Everything runs on the event loop's thread with the GIL held.
+ * The parts that touch no Python object live in Python-free headers that the
+ * libFuzzer harnesses (tests/fuzz/c) build on their own: query_parse.h reads
+ * the query, ../nametable_core.h is the policy's hash table.
+ *
+ * Everything runs on the event loop's thread with the GIL held. Only public
+ * CPython API: the module builds on 3.11 to 3.13 with -Wall -Wextra -Werror
+ * (tests/unit/test_native_build.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -25,21 +33,34 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define BATCH 32        /* datagrams per recvmmsg/sendmmsg */
-#define ROUNDS 8        /* batches per call: then back to the event loop */
-#define BUF_SIZE 4096   /* a longer query is dropped (counted) */
-#define EDNS_UDP_SIZE 1232
+#include "query_parse.h"
 
-#define QR 0x8000
-#define OPCODE 0x7800
-#define RD 0x0100
-#define RA 0x0080
-#define CD 0x0010
-#define T_OPT 41
+#define NT_MALLOC PyMem_Malloc
+#define NT_CALLOC PyMem_Calloc
+#define NT_REALLOC PyMem_Realloc
+#define NT_FREE PyMem_Free
+#include "../nametable_core.h"
+
+/* setup.py passes the SHA-256 of the C sources it compiled (tests/unit/test_native_build.py
+ * compares it with the files on disk): a build from anything else says so. */
+#ifndef KZGATE_SOURCE_SHA256
+#define KZGATE_SOURCE_SHA256 "unknown"
+#endif
+#ifndef KZGATE_SOURCE_FILES
+#define KZGATE_SOURCE_FILES ""
+#endif
+
+#define BATCH 32  /* datagrams per recvmmsg/sendmmsg */
+#define ROUNDS 8  /* batches per call: then back to the event loop */
+/* The largest datagram UDP carries (its length field is 16 bits; 65,507 octets of
+ * payload over IPv4, 65,527 over IPv6), so no query is ever cut: every size is
+ * answered as the pure-Python listener answers it. Only the pages a datagram
+ * touches are ever resident. */
+#define IN_SIZE 65535
+#define OUT_SIZE EDNS_UDP_SIZE /* no answer from here is longer (max_size caps it) */
 
 /* The engine's structures, read from the view tuple the engine keeps. */
 typedef struct NameTable NameTable;
-static long table_match(const NameTable *t, const unsigned char *name, size_t n, size_t *at);
 
 typedef struct {
     NameTable *names;  /* lower-case wire name -> a number in refs */
@@ -58,10 +79,10 @@ typedef struct {
     struct mmsghdr in[BATCH];
     struct iovec in_iov[BATCH];
     struct sockaddr_storage addr[BATCH];
-    unsigned char inbuf[BATCH][BUF_SIZE];
+    unsigned char inbuf[BATCH][IN_SIZE];
     struct mmsghdr out[BATCH];
     struct iovec out_iov[BATCH];
-    unsigned char outbuf[BATCH][BUF_SIZE];
+    unsigned char outbuf[BATCH][OUT_SIZE];
 } Batch;
 
 static Batch batch;
@@ -70,130 +91,26 @@ static int busy; /* serve() is not reentrant: its buffers are static */
 static PyObject *s_reply, *s_ttl_offsets, *s_ttls, *s_inserted, *s_expires, *s_targets,
     *s_blocked, *s_cached, *s_dropped, *s_cache_hits;
 
-static inline unsigned u16(const unsigned char *p) { return (unsigned)p[0] << 8 | p[1]; }
 
-static inline void put16(unsigned char *p, unsigned v)
-{
-    p[0] = (unsigned char)(v >> 8);
-    p[1] = (unsigned char)v;
-}
-
-
-/* ---- NameTable: the policy's names, compact and probed without allocating ----
- *
- * Lower-case wire-form names (at most 255 octets) -> a uint32 value (the
- * PolicyIndex's number for the instruction). Open addressing with linear
- * probing over 8-octet slots: the upper 32 bits of the name's hash, and the
- * record's offset + 1 in an arena of [value u32][length u8][name] records. A
- * probe that misses usually reads one cache line; a dict of bytes keys reads
- * three (index, entry, key object) and costs twice the memory.
- */
-#define SLOT_EMPTY 0u
-#define SLOT_TOMB 0xFFFFFFFFu
-#define MAX_LOAD_NUM 7
-#define MAX_LOAD_DEN 10
+/* ---- NameTable: the policy's names (nametable_core.h) as a Python type ---- */
 
 struct NameTable {
     PyObject_HEAD
-    uint64_t *slots;
-    size_t cap; /* a power of two */
-    size_t used, filled; /* live entries; live + tombstones */
-    unsigned char *arena;
-    size_t arena_len, arena_cap, garbage;
-    uint64_t seed;
+    nt_table core;
 };
 
 static PyTypeObject NameTableType;
 
-static uint64_t name_hash(const NameTable *t, const unsigned char *p, size_t n)
+/* The exception for an error code of nametable_core.h; NULL. */
+static PyObject *table_error(int rc)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ t->seed;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 33; /* murmur3's finalizer: FNV's low bits alone cluster */
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-}
-
-static inline uint32_t slot_tag(uint64_t h) { return (uint32_t)(h >> 32) | 1u; } /* never 0 */
-
-/* The slot holding ``name``, or (size_t)-1; ``free_at`` gets the first reusable slot. */
-static size_t table_find(const NameTable *t, const unsigned char *name, size_t n, uint64_t h,
-                         size_t *free_at)
-{
-    size_t mask = t->cap - 1, i = (size_t)h & mask;
-    uint32_t tag = slot_tag(h);
-    if (free_at)
-        *free_at = (size_t)-1;
-    for (;;) {
-        uint64_t s = t->slots[i];
-        uint32_t ref = (uint32_t)s;
-        if (ref == SLOT_EMPTY) {
-            if (free_at && *free_at == (size_t)-1)
-                *free_at = i;
-            return (size_t)-1;
-        }
-        if (ref == SLOT_TOMB) {
-            if (free_at && *free_at == (size_t)-1)
-                *free_at = i;
-        } else if ((uint32_t)(s >> 32) == tag) {
-            const unsigned char *rec = t->arena + ref - 1;
-            if (rec[4] == n && memcmp(rec + 5, name, n) == 0)
-                return i;
-        }
-        i = (i + 1) & mask;
-    }
-}
-
-static inline uint32_t record_value(const NameTable *t, uint64_t slot)
-{
-    uint32_t v;
-    memcpy(&v, t->arena + (uint32_t)slot - 1, 4);
-    return v;
-}
-
-/* Rebuild into ``cap`` slots and a compacted arena. */
-static int table_rebuild(NameTable *t, size_t cap)
-{
-    size_t arena_cap = t->arena_len - t->garbage + 64;
-    uint64_t *slots = PyMem_Calloc(cap, sizeof *slots);
-    unsigned char *arena = PyMem_Malloc(arena_cap);
-    if (slots == NULL || arena == NULL) {
-        PyMem_Free(slots);
-        PyMem_Free(arena);
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t len = 0, mask = cap - 1;
-    for (size_t i = 0; i < t->cap; i++) {
-        uint32_t ref = (uint32_t)t->slots[i];
-        if (ref == SLOT_EMPTY || ref == SLOT_TOMB)
-            continue;
-        const unsigned char *rec = t->arena + ref - 1;
-        size_t size = 5 + rec[4];
-        memcpy(arena + len, rec, size);
-        uint64_t h = name_hash(t, rec + 5, rec[4]);
-        size_t j = (size_t)h & mask;
-        while ((uint32_t)slots[j] != SLOT_EMPTY)
-            j = (j + 1) & mask;
-        slots[j] = ((uint64_t)slot_tag(h) << 32) | (uint64_t)(len + 1);
-        len += size;
-    }
-    PyMem_Free(t->slots);
-    PyMem_Free(t->arena);
-    t->slots = slots;
-    t->cap = cap;
-    t->filled = t->used;
-    t->arena = arena;
-    t->arena_len = len;
-    t->arena_cap = arena_cap;
-    t->garbage = 0;
-    return 0;
+    if (rc == NT_NOMEM)
+        return PyErr_NoMemory();
+    if (rc == NT_FULL)
+        PyErr_SetString(PyExc_MemoryError, "name table arena is full");
+    else
+        PyErr_SetString(PyExc_ValueError, "a wire-form name is 1 to 255 octets");
+    return NULL;
 }
 
 static int name_arg(PyObject *obj, const unsigned char **p, size_t *n)
@@ -203,8 +120,8 @@ static int name_arg(PyObject *obj, const unsigned char **p, size_t *n)
         return -1;
     }
     Py_ssize_t len = PyBytes_GET_SIZE(obj);
-    if (len < 1 || len > 255) {
-        PyErr_SetString(PyExc_ValueError, "a wire-form name is 1 to 255 octets");
+    if (!nt_name_ok((size_t)len)) {
+        table_error(NT_BADNAME);
         return -1;
     }
     *p = (const unsigned char *)PyBytes_AS_STRING(obj);
@@ -228,94 +145,37 @@ static PyObject *NameTable_set(NameTable *t, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_OverflowError, "a value is at most 2**32 - 1");
         return NULL;
     }
-    uint32_t v = (uint32_t)value;
-    uint64_t h = name_hash(t, name, n);
-    size_t free_at, at = table_find(t, name, n, h, &free_at);
-    if (at != (size_t)-1) {
-        memcpy(t->arena + (uint32_t)t->slots[at] - 1, &v, 4);
-        Py_RETURN_NONE;
-    }
-    if ((t->filled + 1) * MAX_LOAD_DEN > t->cap * MAX_LOAD_NUM) {
-        size_t cap = t->cap;
-        while ((t->used + 1) * 2 > cap) /* at most half full after */
-            cap *= 2;
-        if (table_rebuild(t, cap) < 0)
-            return NULL;
-        table_find(t, name, n, h, &free_at);
-    }
-    if (t->arena_len + 5 + n > t->arena_cap) {
-        size_t cap = t->arena_cap + t->arena_cap / 4 + 5 + n; /* big blocks are remapped, not copied */
-        if (cap > 0xFFFFFFF0u) {
-            PyErr_SetString(PyExc_MemoryError, "name table arena is full");
-            return NULL;
-        }
-        unsigned char *arena = PyMem_Realloc(t->arena, cap);
-        if (arena == NULL)
-            return PyErr_NoMemory();
-        t->arena = arena;
-        t->arena_cap = cap;
-    }
-    unsigned char *rec = t->arena + t->arena_len;
-    memcpy(rec, &v, 4);
-    rec[4] = (unsigned char)n;
-    memcpy(rec + 5, name, n);
-    if ((uint32_t)t->slots[free_at] == SLOT_EMPTY)
-        t->filled++;
-    t->slots[free_at] = ((uint64_t)slot_tag(h) << 32) | (uint64_t)(t->arena_len + 1);
-    t->arena_len += 5 + n;
-    t->used++;
+    int rc = nt_set(&t->core, name, n, (uint32_t)value);
+    if (rc < 0)
+        return table_error(rc);
     Py_RETURN_NONE;
-}
-
-/* The slot of the name in ``arg`` ((size_t)-1: absent), its length in ``n``; -2 on error. */
-static size_t find_arg(const NameTable *t, PyObject *arg, size_t *n)
-{
-    const unsigned char *name;
-    if (name_arg(arg, &name, n) < 0)
-        return (size_t)-2;
-    return table_find(t, name, *n, name_hash(t, name, *n), NULL);
 }
 
 static PyObject *NameTable_discard(NameTable *t, PyObject *arg)
 {
-    size_t n, at = find_arg(t, arg, &n);
-    if (at == (size_t)-2)
+    const unsigned char *name;
+    size_t n;
+    if (name_arg(arg, &name, &n) < 0)
         return NULL;
-    if (at == (size_t)-1)
-        Py_RETURN_FALSE;
-    t->slots[at] = SLOT_TOMB;
-    t->used--;
-    t->garbage += 5 + n;
-    /* Removals leave records behind; compact once they are most of the arena. */
-    if (t->garbage > (1u << 20) && t->garbage * 2 > t->arena_len && table_rebuild(t, t->cap) < 0)
-        return NULL;
-    Py_RETURN_TRUE;
+    int rc = nt_discard(&t->core, name, n);
+    if (rc < 0)
+        return table_error(rc);
+    return PyBool_FromLong(rc);
 }
 
 static PyObject *NameTable_get(NameTable *t, PyObject *arg)
 {
-    size_t n, at = find_arg(t, arg, &n);
-    if (at == (size_t)-2)
+    const unsigned char *name;
+    size_t n;
+    uint32_t v;
+    if (name_arg(arg, &name, &n) < 0)
         return NULL;
-    if (at == (size_t)-1)
+    int rc = nt_get(&t->core, name, n, &v);
+    if (rc < 0)
+        return table_error(rc);
+    if (rc == 0)
         Py_RETURN_NONE;
-    return PyLong_FromUnsignedLong(record_value(t, t->slots[at]));
-}
-
-/* The value of the whole name or of its nearest listed parent, and the offset where
- * that suffix starts; -1 when none is listed. Reads only within ``n`` octets. */
-static long table_match(const NameTable *t, const unsigned char *name, size_t n, size_t *at)
-{
-    size_t off = 0;
-    while (n > 0 && off < n - 1) {
-        size_t found = table_find(t, name + off, n - off, name_hash(t, name + off, n - off), NULL);
-        if (found != (size_t)-1) {
-            *at = off;
-            return (long)record_value(t, t->slots[found]);
-        }
-        off += (size_t)name[off] + 1;
-    }
-    return -1;
+    return PyLong_FromUnsignedLong(v);
 }
 
 static PyObject *NameTable_match(NameTable *t, PyObject *arg)
@@ -325,8 +185,8 @@ static PyObject *NameTable_match(NameTable *t, PyObject *arg)
         return NULL;
     }
     size_t at = 0;
-    long v = table_match(t, (const unsigned char *)PyBytes_AS_STRING(arg),
-                         (size_t)PyBytes_GET_SIZE(arg), &at);
+    long v = nt_match(&t->core, (const unsigned char *)PyBytes_AS_STRING(arg),
+                      (size_t)PyBytes_GET_SIZE(arg), &at);
     if (v < 0)
         Py_RETURN_NONE;
     return Py_BuildValue("(nk)", (Py_ssize_t)at, (unsigned long)v);
@@ -337,13 +197,11 @@ static PyObject *NameTable_items(NameTable *t, PyObject *Py_UNUSED(ignored))
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    for (size_t i = 0; i < t->cap; i++) {
-        uint32_t ref = (uint32_t)t->slots[i];
-        if (ref == SLOT_EMPTY || ref == SLOT_TOMB)
-            continue;
-        const unsigned char *rec = t->arena + ref - 1;
-        PyObject *item = Py_BuildValue("(y#k)", (const char *)rec + 5, (Py_ssize_t)rec[4],
-                                       (unsigned long)record_value(t, t->slots[i]));
+    size_t i = 0, n;
+    const unsigned char *name;
+    uint32_t v;
+    while (nt_next(&t->core, &i, &name, &n, &v)) {
+        PyObject *item = Py_BuildValue("(y#k)", (const char *)name, (Py_ssize_t)n, (unsigned long)v);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(out);
@@ -354,65 +212,52 @@ static PyObject *NameTable_items(NameTable *t, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
-static int table_init_storage(NameTable *t, size_t cap)
-{
-    PyMem_Free(t->slots);
-    PyMem_Free(t->arena);
-    t->slots = PyMem_Calloc(cap, sizeof *t->slots);
-    t->arena = PyMem_Malloc(256);
-    if (t->slots == NULL || t->arena == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    t->cap = cap;
-    t->used = t->filled = t->arena_len = t->garbage = 0;
-    t->arena_cap = 256;
-    return 0;
-}
-
 static PyObject *NameTable_clear(NameTable *t, PyObject *Py_UNUSED(ignored))
 {
-    if (table_init_storage(t, 16) < 0)
-        return NULL;
+    int rc = nt_reset(&t->core);
+    if (rc < 0)
+        return table_error(rc);
     Py_RETURN_NONE;
 }
 
 static PyObject *NameTable_nbytes(NameTable *t, void *Py_UNUSED(closure))
 {
-    return PyLong_FromSize_t(sizeof *t + t->cap * sizeof *t->slots + t->arena_cap);
+    return PyLong_FromSize_t(sizeof *t + nt_nbytes(&t->core));
 }
 
-static Py_ssize_t NameTable_len(NameTable *t) { return (Py_ssize_t)t->used; }
+static Py_ssize_t NameTable_len(NameTable *t) { return (Py_ssize_t)t->core.used; }
 
 static PyObject *NameTable_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (!_PyArg_NoPositional("NameTable", args) || !_PyArg_NoKeywords("NameTable", kwds))
-        return NULL;
-    NameTable *t = (NameTable *)type->tp_alloc(type, 0);
-    if (t == NULL)
+    static char *no_keywords[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":NameTable", no_keywords))
         return NULL;
     /* A per-table seed: which names collide is not predictable from outside. */
+    uint64_t seed;
     PyObject *os = PyImport_ImportModule("os");
     PyObject *rnd = os ? PyObject_CallMethod(os, "urandom", "i", 8) : NULL;
     Py_XDECREF(os);
     if (rnd == NULL || !PyBytes_Check(rnd) || PyBytes_GET_SIZE(rnd) != 8) {
+        if (rnd != NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "os.urandom(8) did not give 8 octets");
         Py_XDECREF(rnd);
-        Py_DECREF(t);
         return NULL;
     }
-    memcpy(&t->seed, PyBytes_AS_STRING(rnd), 8);
+    memcpy(&seed, PyBytes_AS_STRING(rnd), 8);
     Py_DECREF(rnd);
-    if (table_init_storage(t, 16) < 0) {
-        Py_DECREF(t);
+    NameTable *t = (NameTable *)type->tp_alloc(type, 0);
+    if (t == NULL)
         return NULL;
+    if (nt_init(&t->core, seed) < 0) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
     }
     return (PyObject *)t;
 }
 
 static void NameTable_dealloc(NameTable *t)
 {
-    PyMem_Free(t->slots);
-    PyMem_Free(t->arena);
+    nt_release(&t->core);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -448,87 +293,33 @@ static PyTypeObject NameTableType = {
     .tp_as_sequence = &NameTable_as_sequence,
 };
 
-/* The policy's match for a lower-case wire name: its InstructionRef (borrowed) and
- * the offset of the matching suffix; NULL with no error when nothing matches. */
-static PyObject *match(const View *v, const unsigned char *name, Py_ssize_t len, Py_ssize_t *at)
+
+/* ---- Answers from the engine's structures ----
+ *
+ * Each helper returns 1 (answered into ``out``), 0 (the engine's to answer) or -1
+ * (a Python error, e.g. a structure of an unexpected type); answer() turns -1
+ * into 0, so an error costs this one query a trip through the engine. */
+
+/* The policy's match for a lower-case wire name: 1 with its InstructionRef (borrowed)
+ * in ``ref`` and the offset of the matching suffix in ``at``; 0 when nothing matches. */
+static int match(const View *v, const unsigned char *name, size_t len, size_t *at, PyObject **ref)
 {
     size_t off = 0;
-    long value = table_match(v->names, name, (size_t)len, &off);
+    long value = nt_match(&v->names->core, name, len, &off);
     if (value < 0)
-        return NULL;
+        return 0;
     if (value >= PyList_GET_SIZE(v->refs)) {
         PyErr_SetString(PyExc_IndexError, "name table value without an instruction");
-        return NULL;
+        return -1;
     }
-    *at = (Py_ssize_t)off;
-    return PyList_GET_ITEM(v->refs, value);
-}
-
-/* A query's header and question, read as wire.parse_query reads them. */
-typedef struct {
-    unsigned flags, qtype, qclass;
-    Py_ssize_t qend;      /* past QTYPE and QCLASS */
-    Py_ssize_t name_len;  /* with the root octet */
-    unsigned char name[256]; /* lower-case */
-    int edns, do_bit;
-    Py_ssize_t max_size;
-} Query;
-
-/* 1: a query this path answers; 0: leave it to the engine. */
-static int parse(const unsigned char *q, Py_ssize_t n, Query *out)
-{
-    if (n < 12 || (q[2] & 0xF8)) /* no header; QR set or an opcode other than QUERY */
-        return 0;
-    if (u16(q + 4) != 1 || u16(q + 6) || u16(q + 8) || u16(q + 10) > 1)
-        return 0;
-    Py_ssize_t off = 12;
-    for (;;) {
-        if (off >= n)
-            return 0;
-        unsigned len = q[off];
-        if (len == 0)
-            break;
-        if (len > 63 || off + 1 + (Py_ssize_t)len > n)
-            return 0;
-        /* Checked before the copy: ``name`` holds 255 octets with the root one. */
-        if (off - 12 + 1 + (Py_ssize_t)len > 254)
-            return 0;
-        out->name[off - 12] = (unsigned char)len;
-        for (unsigned i = 1; i <= len; i++) {
-            unsigned char c = q[off + i];
-            out->name[off - 12 + i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-        }
-        off += len + 1;
-    }
-    out->name[off - 12] = 0;
-    out->name_len = off - 12 + 1;
-    out->qend = off + 5;
-    if (out->qend > n)
-        return 0;
-    out->flags = u16(q + 2);
-    out->qtype = u16(q + off + 1);
-    out->qclass = u16(q + off + 3);
-    out->edns = out->do_bit = 0;
-    out->max_size = 512;
-    if (u16(q + 10) == 1) {
-        /* Only the usual shape: one OPT, root owner, right after the question. */
-        const unsigned char *opt = q + out->qend;
-        if (n < out->qend + 11 || opt[0] != 0 || u16(opt + 1) != T_OPT)
-            return 0;
-        if (out->qend + 11 + (Py_ssize_t)u16(opt + 9) > n || opt[6] != 0) /* EDNS version 0 */
-            return 0;
-        unsigned size = u16(opt + 3);
-        out->edns = 1;
-        out->do_bit = (opt[7] & 0x80) != 0;
-        size = size > 512 ? size : 512;
-        out->max_size = size < EDNS_UDP_SIZE ? size : EDNS_UDP_SIZE;
-    }
+    *at = off;
+    *ref = PyList_GET_ITEM(v->refs, value);
     return 1;
 }
 
-/* BlockAnswers.answer for one restricted name; 0 when the engine must build it. */
+/* BlockAnswers.answer for one restricted name. */
 static int block_answer(View *v, const unsigned char *q, const Query *qy, PyObject *ref,
-                        Py_ssize_t soa_owner, unsigned char *out, Py_ssize_t *out_len)
+                        size_t soa_owner, unsigned char *out, size_t out_cap, size_t *out_len)
 {
     PyObject *qtype = PyLong_FromLong((long)qy->qtype);
     if (qtype == NULL)
@@ -548,13 +339,15 @@ static int block_answer(View *v, const unsigned char *q, const Query *qy, PyObje
     PyObject *an = PyTuple_GET_ITEM(plan, 1);
     long ancount = PyLong_AsLong(PyTuple_GET_ITEM(plan, 2));
     int soa = PyObject_IsTrue(PyTuple_GET_ITEM(plan, 3));
-    if (PyErr_Occurred() || soa < 0 || !PyBytes_Check(an) || !PyBytes_Check(v->soa_tail))
-        return PyErr_Occurred() ? -1 : 0;
-    Py_ssize_t qlen = qy->qend - 12, an_len = PyBytes_GET_SIZE(an);
-    Py_ssize_t soa_len = soa ? 2 + PyBytes_GET_SIZE(v->soa_tail) : 0;
-    Py_ssize_t body = qlen + an_len + soa_len;
+    if (soa < 0 || ((rcode == -1 || ancount == -1) && PyErr_Occurred()))
+        return -1;
+    if (!PyBytes_Check(an) || rcode < 0 || rcode > 15 || ancount < 0 || ancount > 0xFFFF)
+        return 0;
+    size_t qlen = qy->qend - DNS_HEADER, an_len = (size_t)PyBytes_GET_SIZE(an);
+    size_t soa_len = soa ? 2 + (size_t)PyBytes_GET_SIZE(v->soa_tail) : 0;
+    size_t body = qlen + an_len + soa_len;
     const char *opt = NULL;
-    Py_ssize_t opt_len = 0;
+    size_t opt_len = 0;
     if (qy->edns) {
         PyObject *id = PyLong_FromVoidPtr(ref);
         if (id == NULL)
@@ -569,45 +362,45 @@ static int block_answer(View *v, const unsigned char *q, const Query *qy, PyObje
         if (!PyBytes_Check(o))
             return 0;
         opt = PyBytes_AS_STRING(o);
-        opt_len = PyBytes_GET_SIZE(o);
+        opt_len = (size_t)PyBytes_GET_SIZE(o);
     }
-    if (12 + body + opt_len > qy->max_size) /* TC, or a shortened EDE text: the engine's */
+    size_t total = DNS_HEADER + body + opt_len;
+    if (total > qy->max_size || total > out_cap) /* TC, or a shortened EDE text: the engine's */
         return 0;
-    unsigned flags = QR | RA | (unsigned)rcode | (qy->flags & (OPCODE | RD | CD));
+    unsigned flags = DNS_QR | DNS_RA | (unsigned)rcode | (qy->flags & (DNS_OPCODE | DNS_RD | DNS_CD));
     out[0] = q[0];
     out[1] = q[1];
-    put16(out + 2, flags);
-    put16(out + 4, 1);
-    put16(out + 6, (unsigned)ancount);
-    put16(out + 8, soa ? 1 : 0);
-    put16(out + 10, qy->edns ? 1 : 0);
-    unsigned char *p = out + 12;
-    memcpy(p, q + 12, (size_t)qlen);
+    dns_put16(out + 2, flags);
+    dns_put16(out + 4, 1);
+    dns_put16(out + 6, (unsigned)ancount);
+    dns_put16(out + 8, soa ? 1 : 0);
+    dns_put16(out + 10, qy->edns ? 1 : 0);
+    unsigned char *p = out + DNS_HEADER;
+    memcpy(p, q + DNS_HEADER, qlen);
     p += qlen;
-    memcpy(p, PyBytes_AS_STRING(an), (size_t)an_len);
+    memcpy(p, PyBytes_AS_STRING(an), an_len);
     p += an_len;
     if (soa) {
-        put16(p, 0xC000 | (unsigned)soa_owner);
-        memcpy(p + 2, PyBytes_AS_STRING(v->soa_tail), (size_t)(soa_len - 2));
+        dns_put16(p, 0xC000 | (unsigned)soa_owner);
+        memcpy(p + 2, PyBytes_AS_STRING(v->soa_tail), soa_len - 2);
         p += soa_len;
     }
     if (opt_len) {
-        memcpy(p, opt, (size_t)opt_len);
+        memcpy(p, opt, opt_len);
         p += opt_len;
     }
-    *out_len = p - out;
+    *out_len = (size_t)(p - out);
     v->blocked++;
     return 1;
 }
 
+/* An attribute of a cache entry; NULL with no error when it is not of the type the
+ * engine stores there (the engine then answers from the entry, or fails alone). */
 static PyObject *attr(PyObject *obj, PyObject *name, int (*check)(PyObject *))
 {
     PyObject *value = PyObject_GetAttr(obj, name);
-    if (value != NULL && !check(value)) {
-        Py_DECREF(value);
-        PyErr_SetString(PyExc_TypeError, "unexpected cache entry");
-        return NULL;
-    }
+    if (value != NULL && !check(value))
+        Py_CLEAR(value);
     return value;
 }
 
@@ -615,11 +408,11 @@ static int is_bytes(PyObject *o) { return PyBytes_Check(o); }
 static int is_tuple(PyObject *o) { return PyTuple_Check(o); }
 static int is_float(PyObject *o) { return PyFloat_Check(o); }
 
-/* A cache hit made the client's (Engine._to_client); 0 when the engine must answer. */
+/* A cache hit made the client's (Engine._to_client). */
 static int cached_answer(View *v, const unsigned char *q, const Query *qy, double now,
-                         unsigned char *out, Py_ssize_t *out_len)
+                         unsigned char *out, size_t out_cap, size_t *out_len)
 {
-    PyObject *name = PyBytes_FromStringAndSize((const char *)qy->name, qy->name_len);
+    PyObject *name = PyBytes_FromStringAndSize((const char *)qy->name, (Py_ssize_t)qy->name_len);
     if (name == NULL)
         return -1;
     PyObject *key = Py_BuildValue("(NkkOO)", name, (unsigned long)qy->qtype,
@@ -644,41 +437,41 @@ static int cached_answer(View *v, const unsigned char *q, const Query *qy, doubl
     if (!(targets = attr(entry, s_targets, is_tuple)))
         goto done;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(targets); i++) {
-        PyObject *t = PyTuple_GET_ITEM(targets, i);
-        Py_ssize_t at;
+        PyObject *t = PyTuple_GET_ITEM(targets, i), *ref;
+        size_t at;
         if (!PyBytes_Check(t) || PyBytes_GET_SIZE(t) < 1) {
             result = 0;
             goto done;
         }
-        PyObject *hit = match(v, (const unsigned char *)PyBytes_AS_STRING(t),
-                              PyBytes_GET_SIZE(t), &at);
-        if (hit != NULL || PyErr_Occurred()) { /* blocked_cname: the engine's answer */
-            result = PyErr_Occurred() ? -1 : 0;
+        int hit = match(v, (const unsigned char *)PyBytes_AS_STRING(t), (size_t)PyBytes_GET_SIZE(t),
+                        &at, &ref);
+        if (hit != 0) { /* blocked_cname: the engine's answer */
+            result = hit < 0 ? -1 : 0;
             goto done;
         }
     }
     if (!(reply = attr(entry, s_reply, is_bytes)) || !(inserted = attr(entry, s_inserted, is_float))
         || !(offsets = attr(entry, s_ttl_offsets, is_tuple)) || !(ttls = attr(entry, s_ttls, is_tuple)))
         goto done;
-    Py_ssize_t len = PyBytes_GET_SIZE(reply), qlen = qy->qend - 12;
+    size_t len = (size_t)PyBytes_GET_SIZE(reply), qlen = qy->qend - DNS_HEADER;
     Py_ssize_t count = PyTuple_GET_SIZE(offsets);
-    if (len > qy->max_size || len < 12 + qlen || PyTuple_GET_SIZE(ttls) != count) {
+    if (len > qy->max_size || len > out_cap || len < DNS_HEADER + qlen || PyTuple_GET_SIZE(ttls) != count) {
         result = 0; /* TC for this client, or not a shape to patch here */
         goto done;
     }
-    memcpy(out, PyBytes_AS_STRING(reply), (size_t)len);
     double age = now - PyFloat_AS_DOUBLE(inserted);
-    long long elapsed = (long long)age; /* int(): toward zero, as the engine ages */
-    if (elapsed < 0) { /* inserted after now: the engine decides */
+    if (!(age > -1.0 && age < 9e18)) { /* inserted after now, NaN, or no long long: the engine's */
         result = 0;
         goto done;
     }
+    long long elapsed = (long long)age; /* int(): toward zero, as the engine ages */
+    memcpy(out, PyBytes_AS_STRING(reply), len);
     for (Py_ssize_t i = 0; i < count; i++) {
         long long off = PyLong_AsLongLong(PyTuple_GET_ITEM(offsets, i));
         long long ttl = PyLong_AsLongLong(PyTuple_GET_ITEM(ttls, i));
-        if (PyErr_Occurred())
+        if ((off == -1 || ttl == -1) && PyErr_Occurred())
             goto done;
-        if (off < 0 || off + 4 > len || ttl < 0 || ttl > 0xFFFFFFFFLL) {
+        if (off < 0 || (unsigned long long)off + 4 > len || ttl < 0 || ttl > 0xFFFFFFFFLL) {
             result = 0;
             goto done;
         }
@@ -691,7 +484,7 @@ static int cached_answer(View *v, const unsigned char *q, const Query *qy, doubl
     out[0] = q[0];
     out[1] = q[1];
     out[2] = (unsigned char)((out[2] & 0xFE) | (q[2] & 0x01)); /* the client's RD */
-    memcpy(out + 12, q + 12, (size_t)qlen);                   /* its question's exact case */
+    memcpy(out + DNS_HEADER, q + DNS_HEADER, qlen);          /* its question's exact case */
     *out_len = len;
     v->cached++;
     result = 1;
@@ -706,20 +499,27 @@ done:
     return result;
 }
 
-/* 1: answered into ``out``; 0: the engine's to answer; -1: a Python error. */
-static int answer(View *v, const unsigned char *q, Py_ssize_t n, double now, unsigned char *out,
-                  Py_ssize_t *out_len)
+/* 1: answered into ``out`` (at most ``out_cap`` octets); 0: the engine's to answer.
+ * Never an error: whatever this path did not expect is the engine's, for this one
+ * query, and the batch goes on. */
+static int answer(View *v, const unsigned char *q, size_t n, double now, unsigned char *out,
+                  size_t out_cap, size_t *out_len)
 {
     Query qy;
-    if (!parse(q, n, &qy))
+    if (!query_parse(q, n, &qy))
         return 0;
-    Py_ssize_t at;
-    PyObject *ref = match(v, qy.name, qy.name_len, &at);
-    if (ref != NULL)
-        return block_answer(v, q, &qy, ref, 12 + at, out, out_len);
-    if (PyErr_Occurred())
-        return -1;
-    return cached_answer(v, q, &qy, now, out, out_len);
+    size_t at = 0;
+    PyObject *ref = NULL;
+    int r = match(v, qy.name, qy.name_len, &at, &ref);
+    if (r > 0)
+        r = block_answer(v, q, &qy, ref, DNS_HEADER + at, out, out_cap, out_len);
+    else if (r == 0)
+        r = cached_answer(v, q, &qy, now, out, out_cap, out_len);
+    if (r < 0) { /* every helper returns -1 on its errors (PyErr_Occurred() costs ~10 ns here) */
+        PyErr_Clear();
+        return 0;
+    }
+    return r;
 }
 
 static int load_view(PyObject *view, View *v)
@@ -813,6 +613,23 @@ static void send_all(int fd, struct mmsghdr *msgs, int n)
     }
 }
 
+/* Append (datagram, sender) to *misses (created on first use); -1 on a Python error. */
+static int hand_back(PyObject **misses, const unsigned char *data, size_t n,
+                     const struct sockaddr_storage *from)
+{
+    if (*misses == NULL && (*misses = PyList_New(0)) == NULL)
+        return -1;
+    PyObject *addr = peer(from);
+    if (addr == NULL)
+        return -1;
+    PyObject *item = Py_BuildValue("(y#N)", (const char *)data, (Py_ssize_t)n, addr);
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(*misses, item);
+    Py_DECREF(item);
+    return rc;
+}
+
 PyDoc_STRVAR(serve_doc,
 "serve(fd, now, view) -> list[(bytes, address)] | None\n\n"
 "Read the datagrams waiting on the non-blocking UDP socket ``fd``, answer the\n"
@@ -842,7 +659,7 @@ static PyObject *serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         for (int i = 0; i < BATCH; i++) {
             struct msghdr *h = &batch.in[i].msg_hdr;
             batch.in_iov[i].iov_base = batch.inbuf[i];
-            batch.in_iov[i].iov_len = BUF_SIZE;
+            batch.in_iov[i].iov_len = IN_SIZE;
             memset(h, 0, sizeof *h);
             h->msg_iov = &batch.in_iov[i];
             h->msg_iovlen = 1;
@@ -860,38 +677,26 @@ static PyObject *serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         int nout = 0;
         for (int i = 0; i < got; i++) {
             const struct msghdr *h = &batch.in[i].msg_hdr;
-            Py_ssize_t n = (Py_ssize_t)batch.in[i].msg_len;
-            if (h->msg_flags & MSG_TRUNC) {
+            size_t n = batch.in[i].msg_len;
+            if (h->msg_flags & MSG_TRUNC) { /* longer than any UDP datagram: not a query */
                 dropped++;
                 continue;
             }
-            Py_ssize_t out_len = 0;
-            int r = answer(&v, batch.inbuf[i], n, now, batch.outbuf[nout], &out_len);
-            if (r < 0)
-                goto error;
-            if (r > 0) {
+            size_t out_len = 0;
+            if (answer(&v, batch.inbuf[i], n, now, batch.outbuf[nout], OUT_SIZE, &out_len)) {
                 struct msghdr *o = &batch.out[nout].msg_hdr;
                 batch.out_iov[nout].iov_base = batch.outbuf[nout];
-                batch.out_iov[nout].iov_len = (size_t)out_len;
+                batch.out_iov[nout].iov_len = out_len;
                 memset(o, 0, sizeof *o);
                 o->msg_iov = &batch.out_iov[nout];
                 o->msg_iovlen = 1;
                 o->msg_name = &batch.addr[i];
                 o->msg_namelen = h->msg_namelen;
                 nout++;
-                continue;
-            }
-            if (misses == NULL && (misses = PyList_New(0)) == NULL)
-                goto error;
-            PyObject *addr = peer(&batch.addr[i]);
-            if (addr == NULL)
-                goto error;
-            PyObject *item = Py_BuildValue("(y#N)", (const char *)batch.inbuf[i], n, addr);
-            if (item == NULL || PyList_Append(misses, item) < 0) {
-                Py_XDECREF(item);
+            } else if (hand_back(&misses, batch.inbuf[i], n, &batch.addr[i]) < 0) {
+                send_all(fd, batch.out, nout); /* out of memory: what is answered still goes */
                 goto error;
             }
-            Py_DECREF(item);
         }
         send_all(fd, batch.out, nout);
         if (got < BATCH)
@@ -929,19 +734,15 @@ static PyObject *answer_py(PyObject *module, PyObject *const *args, Py_ssize_t n
     View v;
     if (load_view(args[2], &v) < 0)
         return NULL;
-    unsigned char out[BUF_SIZE];
-    Py_ssize_t out_len = 0;
-    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
-    if (n > BUF_SIZE)
-        Py_RETURN_NONE;
-    int r = answer(&v, (const unsigned char *)PyBytes_AS_STRING(args[0]), n, now, out, &out_len);
-    if (r < 0)
-        return NULL;
+    unsigned char out[OUT_SIZE];
+    size_t out_len = 0;
+    int r = answer(&v, (const unsigned char *)PyBytes_AS_STRING(args[0]), (size_t)PyBytes_GET_SIZE(args[0]),
+                   now, out, sizeof out, &out_len);
     if (count(args[2], &v, 0) < 0)
         return NULL;
     if (r == 0)
         Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)out, out_len);
+    return PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_len);
 }
 
 static PyMethodDef methods[] = {
@@ -951,8 +752,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "kzgate.dns._fast",
-    "The UDP hot path in C (see kzgate/dns/fastpath.py).", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "kzgate.dns._fast",
+    .m_doc = "The UDP hot path in C (see kzgate/dns/fastpath.py).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__fast(void)
@@ -972,9 +776,9 @@ PyMODINIT_FUNC PyInit__fast(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&NameTableType);
-    if (PyModule_AddObject(m, "NameTable", (PyObject *)&NameTableType) < 0) {
-        Py_DECREF(&NameTableType);
+    if (PyModule_AddType(m, &NameTableType) < 0
+        || PyModule_AddStringConstant(m, "SOURCE_SHA256", KZGATE_SOURCE_SHA256) < 0
+        || PyModule_AddStringConstant(m, "SOURCE_FILES", KZGATE_SOURCE_FILES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -46,6 +46,9 @@ class NameTable(Protocol):
 
 class FastModule(Protocol):
     NameTable: type[NameTable]
+    # What setup.py compiled: the SHA-256 of these C files (tests check it against the disk).
+    SOURCE_SHA256: str
+    SOURCE_FILES: str
 
     def serve(self, fd: int, now: float, view: FastView) -> list[tuple[bytes, Address]] | None:
         """Answer what waits on the non-blocking UDP socket ``fd``; the rest, with senders."""

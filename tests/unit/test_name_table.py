@@ -94,6 +94,11 @@ def test_bad_names_are_refused_and_odd_qnames_are_safe(kind: str) -> None:
             table.set(b"\x01" * 256, 1)
         with pytest.raises(TypeError):
             table.set("kz", 1)  # type: ignore[arg-type]
+        assert FAST is not None
+        with pytest.raises(TypeError):
+            FAST.NameTable(16)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            FAST.NameTable(size=16)  # type: ignore[call-arg]
     # Length octets that run past the end, or none at all: no match, no read past the end.
     for qname in (b"", b"\x00", b"\x3f", b"\x02kz", b"\x05kz\x00", b"\x01a\x02kz\x00\x00"):
         assert table.match(qname) == model_match({b"\x02kz\x00": 1}, qname)
