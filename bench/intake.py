@@ -58,7 +58,6 @@ from kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
 
-NETNS = f"kzg-{os.getpid()}-intake"  # tests/netns.py's prefix: its clean-up knows it
 PROFILES = ("dns", "dns+nft", "dns+rpz", "dns+nft+rpz")  # the DNS index is always on
 DEFAULT_PROFILES = "dns,dns+nft+rpz"
 START_TIMEOUT = 300.0
@@ -76,27 +75,37 @@ def ten_targets(n: int) -> list[str]:
     ]
 
 
+def netns_name(profile: str) -> str | None:
+    """The network namespace of a profile with nftables: one each, or they fight over the table."""
+    if "nft" not in profile.split("+"):
+        return None
+    return f"kzg-{os.getpid()}-{profile.replace('+', '-')}"  # tests/netns.py's prefix
+
+
 def sections(profile: str) -> dict[str, Any]:
     """Config sections that switch the profile's enforcers on."""
     out: dict[str, Any] = {}
-    if "nft" in profile.split("+"):
-        out["nftables"] = {"enabled": True, "netns": NETNS, "mode": "full", "hooks": ["forward"]}
+    if netns := netns_name(profile):
+        out["nftables"] = {"enabled": True, "netns": netns, "mode": "full", "hooks": ["forward"]}
     if "rpz" in profile.split("+"):
         out["rpz"] = {"enabled": True, "listen": ["127.0.0.1:0"], "notify": []}
     return out
 
 
 @contextlib.contextmanager
-def namespace(needed: bool) -> Iterator[None]:
-    """The network namespace nftables runs in, for the length of the run."""
-    if not needed:
-        yield
-        return
-    subprocess.run(["ip", "netns", "add", NETNS], check=True, capture_output=True, timeout=30)
+def namespaces(names: list[str]) -> Iterator[None]:
+    """The network namespaces nftables runs in, for the length of the run."""
+    made = []
     try:
+        for name in names:
+            subprocess.run(
+                ["ip", "netns", "add", name], check=True, capture_output=True, timeout=30
+            )
+            made.append(name)
         yield
     finally:
-        subprocess.run(["ip", "netns", "delete", NETNS], capture_output=True, timeout=30)
+        for name in made:
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
 
 
 def drop_page_cache() -> None:
@@ -326,7 +335,7 @@ def markdown(report: dict[str, dict[str, Any]]) -> str:
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     profiles = [make_profile(name) for name in args.profiles]
-    with namespace(any("nftables" in sections(name) for name in args.profiles)):
+    with namespaces([ns for name in args.profiles if (ns := netns_name(name))]):
         print("[intake] tasks, alternating between profiles", file=sys.stderr)
         await intake(profiles, args)
         print("[intake] start-ups with the filled registers", file=sys.stderr)
