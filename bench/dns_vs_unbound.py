@@ -28,7 +28,11 @@ each A and AAAA) and one name the upstream does not know, and must give the
 same RCODE and answer records (TTLs, record order and the authority section
 are normalized away: see same_answers.py); once on their first answers
 (allowed names forwarded) and once after the warm-up pass (every answer from
-the cache, as in the measured passes). A difference stops the run.
+the cache, as in the measured passes). A difference stops the run. After
+the measured passes, the RCODE counts dnsperf saw from the two must agree too
+(every pass sends the same file from its start; the counts may differ only by
+lost queries and by how many each pass sent), or the run exits non-zero after
+its report.
 
 dnsperf sends at a fixed rate, open-loop (``-Q``, up to ``--outstanding``
 queries in flight). After one warm-up pass through the file per server (every
@@ -84,6 +88,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -688,6 +693,28 @@ def headline(result: dict[str, object]) -> dict[str, float]:
     return flat
 
 
+def rcode_mix_differences(servers: dict[str, dict[str, Any]]) -> list[str]:
+    """Where the RCODE counts of kzgate and Unbound over the measured passes differ beyond chance.
+
+    Every pass sends the same file from its start, so both servers get the
+    same queries; the counts may differ only by the queries one of them lost
+    or one pass sent more of (dnsperf stops on time, not on a count).
+    """
+    if not ("kzgate" in servers and "unbound" in servers):
+        return []
+    out = []
+    for layout in LAYOUTS:
+        k, u = servers["kzgate"][layout], servers["unbound"][layout]
+        slack = abs(k["queries_sent"] - u["queries_sent"]) + k["queries_lost"] + u["queries_lost"]
+        for rcode in sorted((set(k["rcodes"]) | set(u["rcodes"])) - {"T", "I"}):
+            a, b = k["rcodes"].get(rcode, 0), u["rcodes"].get(rcode, 0)
+            if abs(a - b) > slack:
+                out.append(
+                    f"{layout} {rcode}: kzgate {a}, unbound {b} (allowed difference {slack})"
+                )
+    return out
+
+
 def compare(servers: dict[str, dict[str, object]]) -> dict[str, float | None]:
     if not ("kzgate" in servers and "unbound" in servers):
         return {}
@@ -804,6 +831,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             shutil.rmtree(work, ignore_errors=True)
     report["servers"] = results
     report["kzgate_over_unbound"] = compare(results)
+    report["rcode_mix_differences"] = rcode_mix_differences(results)
     report["goals"] = GOALS
     return report
 
@@ -841,6 +869,11 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     print()
     print(markdown(report))
+    if report["rcode_mix_differences"]:
+        raise SystemExit(
+            "kzgate and Unbound answered the measured traffic with different RCODEs:\n"
+            + "\n".join(report["rcode_mix_differences"])  # type: ignore[arg-type]
+        )
 
 
 if __name__ == "__main__":
