@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -335,11 +336,16 @@ def markdown(report: dict[str, dict[str, Any]]) -> str:
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     profiles = [make_profile(name) for name in args.profiles]
-    with namespaces([ns for name in args.profiles if (ns := netns_name(name))]):
-        print("[intake] tasks, alternating between profiles", file=sys.stderr)
-        await intake(profiles, args)
-        print("[intake] start-ups with the filled registers", file=sys.stderr)
-        await startups(profiles, args)
+    try:
+        with namespaces([ns for name in args.profiles if (ns := netns_name(name))]):
+            print("[intake] tasks, alternating between profiles", file=sys.stderr)
+            await intake(profiles, args)
+            print("[intake] start-ups with the filled registers", file=sys.stderr)
+            await startups(profiles, args)
+    finally:
+        if not args.keep:  # each register is ~100 MB at 1,000,000 targets
+            for p in profiles:
+                shutil.rmtree(p.work, ignore_errors=True)
     return {p.name: p.results for p in profiles}
 
 
@@ -351,6 +357,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--stored", type=int, default=1_000_000)
     parser.add_argument("--starts", type=int, default=3, help="timed starts, warm and cold each")
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
     parser.add_argument("--chunks", type=int, default=8, help="alternations between profiles")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold starts (not root)")
     parser.add_argument(
