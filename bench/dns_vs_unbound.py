@@ -22,6 +22,18 @@ do-nothing UDP reflector (it echoes the query with QR set), which shows what
 the harness itself adds. All three run on CPU 0 and stay up to the end; the
 third resolver, dnsperf and this script run on CPU 1.
 
+Before anything is timed, kzgate and Unbound are asked the same queries,
+``--check-per-kind`` of each kind in the file (allowed, blocked, subdomain,
+each A and AAAA) and one name the upstream does not know, and must give the
+same RCODE and answer records (TTLs, record order and the authority section
+are normalized away: see same_answers.py); once on their first answers
+(allowed names forwarded) and once after the warm-up pass (every answer from
+the cache, as in the measured passes). A difference stops the run. After
+the measured passes, the RCODE counts dnsperf saw from the two must agree too
+(every pass sends the same file from its start; the counts may differ only by
+lost queries and by how many each pass sent), or the run exits non-zero after
+its report.
+
 dnsperf sends at a fixed rate, open-loop (``-Q``, up to ``--outstanding``
 queries in flight). After one warm-up pass through the file per server (every
 allowed name is then cached), each round gives every server one measured pass
@@ -76,8 +88,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from dnslib import QTYPE, RCODE, DNSRecord
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -86,6 +97,7 @@ sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from daemon_proc import DaemonProcess  # noqa: E402
 from fill import fill_register, restricted_name  # noqa: E402
 from kzfixtures import write_config  # noqa: E402
+from same_answers import ask, differences, samples_by_kind  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
 
@@ -304,20 +316,6 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def ask(port: int, name: str, qtype: str = "A", timeout: float = 0.2) -> str | None:
-    """The RCODE name of one UDP query's answer, or None on timeout."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.sendto(DNSRecord.question(name, qtype).pack(), ("127.0.0.1", port))
-        try:
-            data, _ = sock.recvfrom(4096)
-        except TimeoutError:
-            return None
-    reply = DNSRecord.parse(data)
-    answers = ",".join(str(QTYPE[rr.rtype]) for rr in reply.rr)
-    return f"{RCODE[reply.header.rcode]} {answers}".strip()
-
-
 async def wait_answering(port: int, name: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         if await asyncio.to_thread(ask, port, name, "A", 0.05) is not None:
@@ -326,15 +324,38 @@ async def wait_answering(port: int, name: str, deadline: float) -> None:
     raise TimeoutError(f"nothing answers on 127.0.0.1:{port}")
 
 
-def behaviour(port: int) -> dict[str, str | None]:
-    """What a server answers for each kind of name: both must agree."""
-    return {
-        "allowed A": ask(port, allowed_name(1), "A", 2.0),
-        "allowed AAAA": ask(port, allowed_name(1), "AAAA", 2.0),
-        "blocked A": ask(port, restricted_name(1), "A", 2.0),
-        "subdomain A": ask(port, "www." + restricted_name(1), "A", 2.0),
-        "unknown name": ask(port, "nowhere.allowed.test", "A", 2.0),
-    }
+def kind_of(name: str) -> str:
+    """Which kind of query of the file (see write_query_file) asks for ``name``."""
+    if name.endswith(".allowed.test"):
+        return "allowed"
+    return "subdomain" if name.startswith("www.") else "blocked"
+
+
+async def check_same_answers(
+    servers: list[Server], qfile: Path, args: argparse.Namespace, when: str
+) -> dict[str, object]:
+    """Ask kzgate and Unbound the same queries of every kind in the file; stop on a difference.
+
+    Run on the first answers (allowed names forwarded) and again after the
+    warm-up (every answer from the cache, as in the measured passes). What is
+    compared and what is normalized: bench/same_answers.py.
+    """
+    ports = {s.name: s.port for s in servers if s.name in ("kzgate", "unbound")}
+    if len(ports) < 2:
+        return {"checked": False, "why": "--only: one server, nothing to compare"}
+    samples = samples_by_kind(
+        qfile.read_text(encoding="ascii").splitlines(), kind_of, args.check_per_kind
+    )
+    samples["unknown A"] = [("nowhere.allowed.test", "A")]  # the upstream's NXDOMAIN
+    asked, diffs = await asyncio.to_thread(differences, samples, ports)
+    print(f"[answers, {when}] {asked} queries, {len(diffs)} differences", file=sys.stderr)
+    if diffs:
+        shown = "\n".join(diffs[:20])
+        raise SystemExit(
+            f"kzgate and Unbound answer differently ({when}: {len(diffs)} of {asked} queries);"
+            f" timing them would compare different work:\n{shown}"
+        )
+    return {"checked": True, "queries": asked, "kinds": {k: len(v) for k, v in samples.items()}}
 
 
 # -- the servers ------------------------------------------------------------------
@@ -349,7 +370,6 @@ class Server:
     root_pid: int
     loads_s: list[float] = field(default_factory=list)
     rss_mb_loaded: float | None = None
-    answers: dict[str, str | None] = field(default_factory=dict)
 
     def pids(self) -> list[int]:
         return process_tree(self.root_pid)
@@ -443,7 +463,12 @@ async def start_kzgate(
     config = write_config(
         work,
         pki,
-        dns={"listen": ["127.0.0.1:0"], "upstreams": [f"127.0.0.1:{upstream}"], "workers": 1},
+        dns={
+            "listen": ["127.0.0.1:0"],
+            "upstreams": [f"127.0.0.1:{upstream}"],
+            "workers": 1,
+            "block_mode": args.block_mode,
+        },
     )
     started = time.monotonic()
     fill_register(work / "kzgate.db", args.names)
@@ -668,6 +693,28 @@ def headline(result: dict[str, object]) -> dict[str, float]:
     return flat
 
 
+def rcode_mix_differences(servers: dict[str, dict[str, Any]]) -> list[str]:
+    """Where the RCODE counts of kzgate and Unbound over the measured passes differ beyond chance.
+
+    Every pass sends the same file from its start, so both servers get the
+    same queries; the counts may differ only by the queries one of them lost
+    or one pass sent more of (dnsperf stops on time, not on a count).
+    """
+    if not ("kzgate" in servers and "unbound" in servers):
+        return []
+    out = []
+    for layout in LAYOUTS:
+        k, u = servers["kzgate"][layout], servers["unbound"][layout]
+        slack = abs(k["queries_sent"] - u["queries_sent"]) + k["queries_lost"] + u["queries_lost"]
+        for rcode in sorted((set(k["rcodes"]) | set(u["rcodes"])) - {"T", "I"}):
+            a, b = k["rcodes"].get(rcode, 0), u["rcodes"].get(rcode, 0)
+            if abs(a - b) > slack:
+                out.append(
+                    f"{layout} {rcode}: kzgate {a}, unbound {b} (allowed difference {slack})"
+                )
+    return out
+
+
 def compare(servers: dict[str, dict[str, object]]) -> dict[str, float | None]:
     if not ("kzgate" in servers and "unbound" in servers):
         return {}
@@ -749,9 +796,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             if args.only in (None, "kzgate"):
                 servers.append(await start_kzgate(stack, work, upstream_port, args))
             warm = int(args.queries / args.rate * 2) + 10
+            checks = {"first": await check_same_answers(servers, qfile, args, "first answers")}
             for server in servers[1:]:
-                server.answers = await asyncio.to_thread(behaviour, server.port)
                 await dnsperf(server.port, qfile, args, cpu=LOAD_CPU, seconds=warm, once=True)
+            checks["cached"] = await check_same_answers(servers, qfile, args, "cached answers")
+            report["same_answers"] = checks
             passes: dict[tuple[str, str], list[Pass]] = {}
             for _ in range(args.rounds):
                 for layout, cpu in LAYOUTS.items():
@@ -765,7 +814,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     "load_s": statistics.median(server.loads_s or [0.0]),
                     "load_s_each": server.loads_s,
                     "rss_mb_loaded": server.rss_mb_loaded,
-                    "answers": server.answers,
                 }
                 results[server.name] = (
                     (loaded if server.loads_s else {})  # the reflector loads nothing
@@ -783,6 +831,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             shutil.rmtree(work, ignore_errors=True)
     report["servers"] = results
     report["kzgate_over_unbound"] = compare(results)
+    report["rcode_mix_differences"] = rcode_mix_differences(results)
     report["goals"] = GOALS
     return report
 
@@ -805,11 +854,26 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=3, help="starts timed per server")
     parser.add_argument("--load-timeout", type=float, default=180.0, help="seconds")
     parser.add_argument("--only", choices=("kzgate", "unbound"), help="leave the other out")
+    parser.add_argument(
+        "--check-per-kind", type=int, default=50, help="queries per kind compared before timing"
+    )
+    parser.add_argument(
+        "--block-mode",
+        choices=("nxdomain", "sinkhole", "refused"),
+        default="nxdomain",
+        help="kzgate's dns.block_mode; any other than nxdomain differs from Unbound's"
+        " always_nxdomain, so the run stops at the answer check (the check's own test)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     report = asyncio.run(run(parser.parse_args()))
     print(json.dumps(report, indent=2))
     print()
     print(markdown(report))
+    if report["rcode_mix_differences"]:
+        raise SystemExit(
+            "kzgate and Unbound answered the measured traffic with different RCODEs:\n"
+            + "\n".join(report["rcode_mix_differences"])  # type: ignore[arg-type]
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -7,7 +8,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from skipgate import MARKER_HELP, STRICT_ENV, SkipGate
+
 from kzgate.devpki import ensure_dev_material
+
+# Skips a strict run (scripts/test) accepts, each with the reason why: see skipgate.py.
+SKIPS_ALLOWED = Path(__file__).parent / "skips-allowed.txt"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    strict = os.environ.get(STRICT_ENV) == "1"
+    config.pluginmanager.register(SkipGate(SKIPS_ALLOWED, strict=strict), "kzgate-skip-gate")
 
 
 @pytest.fixture(scope="session")
