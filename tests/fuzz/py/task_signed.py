@@ -1,0 +1,49 @@
+"""Fuzz task intake behind a valid signature: the payload is signed, then verify_task reads it.
+
+The fuzzed bytes are a task payload (the JSON a regulator signs). The harness signs them with
+a key the trust store holds, so every input gets past the signature to the strict JSON reader,
+the schema (kzgate/protocol/schema.py) and the issuer/audience checks: the code a stolen or
+buggy regulator key would reach. Only ``TaskError`` (the API's 4xx errors) may escape.
+
+What is accepted must be what the operator stores: the exact payload and its digest, the
+signing key's issuer, and target values that are already normal (normalizing one again gives
+the same value, so a resume matches the restrict it lifts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from _harness import OPERATOR, TASK_ISSUER, TASK_KID, fuzz, instrumented
+
+with instrumented(__name__):
+    from _taskworld import NOW, TRUST, sign
+
+    from kzgate.errors import TaskError
+    from kzgate.protocol import schema
+    from kzgate.protocol.intake import verify_task
+
+# A body may be 16 MiB (api.max_body_bytes), so a payload about 12 MiB. The fuzzer works up
+# to 1 MiB (an Ed25519 signature and a JSON parse per input; larger inputs would run a few
+# hundred times a minute); tests/fuzz/test_replay.py sends payloads at the 16 MiB limit.
+MAX_LEN = 1 << 20
+TIMEOUT = 20  # seconds per input: 100,000 targets of the largest kind stay far below it
+
+
+def target(data: bytes) -> None:
+    try:
+        task = verify_task(sign(data), TRUST, OPERATOR, NOW)
+    except TaskError:
+        return
+    assert task.payload == data and task.sha256 == hashlib.sha256(data).hexdigest()
+    assert task.iss == TASK_ISSUER and task.kid == TASK_KID
+    assert OPERATOR in task.aud or "*" in task.aud
+    assert (task.type == "restrict") == bool(task.targets)
+    for t in task.targets:
+        assert schema._TARGET_VALUE[t.kind](t.value) == t.value, f"{t} is not normal"
+    for link in task.removed_links:
+        assert schema.url(link) == link, f"{link!r} is not normal"
+
+
+if __name__ == "__main__":
+    fuzz(target)
