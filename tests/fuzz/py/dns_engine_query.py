@@ -13,6 +13,7 @@ import struct
 
 import dns.exception
 import dns.message
+import dns.rdatatype
 from _harness import fuzz, instrumented
 
 with instrumented(__name__):
@@ -52,9 +53,14 @@ def _check(data: bytes, out: bytes, limit: int) -> None:
     if out[2] & 0x78:
         return  # NOTIMP echoes another opcode (UPDATE...), which dnspython reads by its own rules
     try:
-        dns.message.from_wire(out)
+        msg = dns.message.from_wire(out)
     except dns.exception.DNSException as exc:
         raise AssertionError(f"answer dnspython cannot parse: {exc!r}") from exc
+    # A block answer's SOA owner is a pointer into the question name: it must land on a
+    # label of it, so the owner is the query name or one of its parents.
+    for rrset in msg.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and msg.question:
+            assert msg.question[0].name.is_subdomain(rrset.name), (msg.question[0].name, rrset)
 
 
 def target(data: bytes) -> None:

@@ -63,7 +63,7 @@ def target(data: bytes) -> None:
     if not data:
         return
     control, reply = data[0], data[1:]
-    upstream._key(reply)  # how replies are matched to waiting queries
+    _match(reply)
     fwd = forward(control, reply)
     try:
         scan = wire.scan_reply(reply, fwd.question)
@@ -85,7 +85,30 @@ def target(data: bytes) -> None:
         if isinstance(second, bytes):
             check(second, 0x5151, fwd.question, fwd.max_size)
             if engine.stats.verdicts["cached"] > cached and not second[2] & 0x02:
-                assert len(second) == len(reply), "a cache hit changed the reply's length"
+                assert scan is not None
+                _aged_only(reply, second, len(fwd.question), scan.ttl_offsets)
+
+
+def _match(reply: bytes) -> None:
+    """upstream.py's key for a reply names the question the engine's reader sees."""
+    key = upstream._key(reply)
+    try:
+        end = wire.question_end(reply)
+    except wire.WireError:
+        return  # _key also takes names past 255 octets: no query of ours has one
+    assert key == (reply[0] << 8 | reply[1], reply[12 : end - 4].lower() + reply[end - 4 : end])
+
+
+def _aged_only(reply: bytes, hit: bytes, qlen: int, ttl_offsets: list[int]) -> None:
+    """A cache hit is the stored reply with only the ID, RD, question case and TTLs changed;
+    every TTL is at most what the upstream said (aged, never raised)."""
+    assert len(hit) == len(reply), "a cache hit changed the reply's length"
+    changed = {0, 1, 2, *range(12, 12 + qlen)}
+    for off in ttl_offsets:
+        changed.update(range(off, off + 4))
+        assert hit[off : off + 4] <= reply[off : off + 4] or reply[off] & 0x80, off
+    assert all(a == b for i, (a, b) in enumerate(zip(reply, hit, strict=True)) if i not in changed)
+    assert hit[2] & 0xFE == reply[2] & 0xFE, "a cache hit changed flags other than RD"
 
 
 if __name__ == "__main__":
