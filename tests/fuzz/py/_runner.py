@@ -191,7 +191,12 @@ def run_one(fuzzer: Fuzzer, seconds: int, work: Path, merge: bool) -> Result:
     text = result.log.read_text(encoding="utf-8", errors="replace")
     result.execs = _execs(text)
     result.new_inputs = _count(corpus) - before_inputs
-    result.findings = sorted(_findings(findings, fuzzer.name) - before_findings)
+    # New files, and any the log names (the same input found again has the same name).
+    written = {Path(p) for p in re.findall(r"Test unit written to (\S+)", text)}
+    found = (_findings(findings, fuzzer.name) - before_findings) | {
+        p for p in written if p.exists()
+    }
+    result.findings = sorted(found)
     if rc is None:
         result.error = f"did not finish within {2 * seconds + 120} s"
     elif rc != 0 and not result.findings:
