@@ -155,6 +155,8 @@ def url(value: str) -> str:
     if hostport.startswith("["):
         host, bracket, port = hostport[1:].partition("]")
         ipaddress.IPv6Address(host)  # a literal stays as given; it must be valid
+        if port[:1] not in ("", ":"):  # urlsplit skips text between "]" and the port
+            raise ValueError(f"URL has text after its IPv6 address: {value[:80]!r}")
         host = f"[{host}{bracket}"
     else:
         host, colon, port = hostport.partition(":")

@@ -10,6 +10,7 @@ import pytest
 
 from kzgate.errors import Malformed
 from kzgate.protocol.jsonstrict import loads_object
+from kzgate.protocol.schema import url
 
 
 @pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1.8e308", b"9" * 400 + b".0"])
@@ -23,3 +24,18 @@ def test_json_number_that_overflows_to_infinity_is_refused(number: bytes) -> Non
 def test_json_numbers_at_the_float_limits_are_read() -> None:
     value = loads_object(b'{"max": 1.7976931348623157e308, "tiny": 5e-324, "under": 1e-999}', "p")
     assert value == {"max": 1.7976931348623157e308, "tiny": 5e-324, "under": 0.0}
+
+
+@pytest.mark.parametrize(
+    "link", ["http://[::1:565]35/", "https://[::1]junk:99/p", "http://[2001:db8::1]x/"]
+)
+def test_url_with_text_after_the_ipv6_bracket_is_refused(link: str) -> None:
+    # task_signed (corpus finding-url-text-after-ipv6-bracket): urlsplit reads the port after
+    # the last ':' and ignores what sits between ']' and it, so these were stored as URLs.
+    with pytest.raises(ValueError, match="after its IPv6 address"):
+        url(link)
+
+
+@pytest.mark.parametrize("link", ["http://[::1]/", "http://[::1]:8080/p", "http://[::1]:/"])
+def test_url_with_an_ipv6_literal_and_a_port_is_kept(link: str) -> None:
+    assert url(link) == link

@@ -13,6 +13,8 @@ the same value, so a resume matches the restrict it lifts).
 from __future__ import annotations
 
 import hashlib
+import re
+from urllib.parse import urlsplit
 
 from _harness import OPERATOR, TASK_ISSUER, TASK_KID, fuzz, instrumented
 
@@ -41,8 +43,20 @@ def target(data: bytes) -> None:
     assert (task.type == "restrict") == bool(task.targets)
     for t in task.targets:
         assert schema._TARGET_VALUE[t.kind](t.value) == t.value, f"{t} is not normal"
+        if t.kind == "url":
+            _authority(t.value)
     for link in task.removed_links:
         assert schema.url(link) == link, f"{link!r} is not normal"
+        _authority(link)
+
+
+def _authority(value: str) -> None:
+    """An accepted URL's authority is [userinfo@]host[:port], as urllib reads it."""
+    parts = urlsplit(value)
+    assert parts.hostname, value
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    hostport = parts.netloc.rpartition("@")[2]
+    assert re.fullmatch(re.escape(host) + r"(:[0-9]*)?", hostport, re.IGNORECASE), value
 
 
 if __name__ == "__main__":
