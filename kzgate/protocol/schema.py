@@ -37,10 +37,11 @@ _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
-# Free text ends up in logs, DNS EDE text and nft comments: one line, no controls.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Free text ends up in logs, DNS EDE text and nft comments: one line, no controls
+# (C0, DEL, C1 such as NEL and CSI, and Unicode's line and paragraph separators).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # URLs must arrive percent-encoded; urlsplit would silently drop tabs and newlines.
-_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]")
 
 
 def _fail(path: str, message: str) -> NoReturn:

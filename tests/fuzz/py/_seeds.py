@@ -205,10 +205,11 @@ def xfr_queries() -> Seeds:
     """What secondaries (and strangers) send to the transfer listener."""
     first = 2026112201  # the harness zone's first serial; its history starts there
 
-    def make(qname: str, rdtype: str, **kw: Any) -> dns.message.Message:
+    def make(qname: str, rdtype: str, rd: bool = False, **kw: Any) -> dns.message.Message:
         q = dns.message.make_query(qname, rdtype, **kw)
         q.id = 0x5EED
-        q.flags &= ~dns.flags.RD
+        if not rd:
+            q.flags &= ~dns.flags.RD
         return q
 
     def ixfr(serial: int) -> dns.message.Message:
@@ -231,7 +232,7 @@ def xfr_queries() -> Seeds:
         ("a-for-origin", make(RPZ_ORIGIN, "A")),
         ("axfr-other-zone", make("example.kz.", "AXFR")),
         ("axfr-edns", make(RPZ_ORIGIN, "AXFR", use_edns=0, payload=4096)),
-        ("axfr-rd", dns.message.make_query(RPZ_ORIGIN, "AXFR")),
+        ("axfr-rd", make(RPZ_ORIGIN, "AXFR", rd=True)),
         ("axfr-class-ch", make(RPZ_ORIGIN, "AXFR", rdclass="CH")),
     ]
     notify = make(RPZ_ORIGIN, "SOA")
@@ -387,6 +388,10 @@ def payloads() -> Seeds:
     yield "reason-unknown", _json(_task(reason="because"))
     yield "ground-control-char", _json(_task(ground="line\nbreak"))
     yield "ground-blank", _json(_task(ground="   "))
+    yield "ground-nel", _json(_task(ground="line\x85break"))
+    yield "authority-line-separator", _json(_task(authority="a\u2028b"))
+    yield "number-c1-csi", _json(_task(instruction={"number": "1\x9b31m", "date": "2026-11-20"}))
+    yield "url-paragraph-separator", _json(_task(targets=[t("url", "https://a.kz/\u2029x")]))
     yield "targets-empty", _json(_task(targets=[]))
     yield "target-bad-type", _json(_task(targets=[t("asn", "AS1")]))
     yield "target-three-keys", _json(_task(targets=[{"type": "ip", "value": "1.2.3.4", "x": 1}]))

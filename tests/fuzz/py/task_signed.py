@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from urllib.parse import urlsplit
 
 from _harness import OPERATOR, TASK_ISSUER, TASK_KID, fuzz, instrumented
@@ -41,13 +42,30 @@ def target(data: bytes) -> None:
     assert task.iss == TASK_ISSUER and task.kid == TASK_KID
     assert OPERATOR in task.aud or "*" in task.aud
     assert (task.type == "restrict") == bool(task.targets)
+    for text in (task.iss, task.authority, task.instruction.number, task.ground, task.applicant):
+        _one_line(text)
     for t in task.targets:
         assert schema._TARGET_VALUE[t.kind](t.value) == t.value, f"{t} is not normal"
+        if t.kind == "domain":  # what the DNS and RPZ enforcers put on the wire
+            assert _HOSTNAME.fullmatch(t.value), t
         if t.kind == "url":
             _authority(t.value)
+            _one_line(t.value)
     for link in task.removed_links:
         assert schema.url(link) == link, f"{link!r} is not normal"
         _authority(link)
+        _one_line(link)
+
+
+_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*", re.ASCII)
+
+
+def _one_line(text: str | None) -> None:
+    """Free text goes to logs, DNS EDE text and nft comments: one line, no control characters
+    (schema.py says so), in any of Unicode's senses of both."""
+    if text is not None:
+        assert text.splitlines() == [text], f"{text!r} is not one line"
+        assert not any(unicodedata.category(c) == "Cc" for c in text), f"{text!r}: a control"
 
 
 def _authority(value: str) -> None:
