@@ -6,8 +6,10 @@ the schema (kzgate/protocol/schema.py) and the issuer/audience checks: the code 
 buggy regulator key would reach. Only ``TaskError`` (the API's 4xx errors) may escape.
 
 What is accepted must be what the operator stores: the exact payload and its digest, the
-signing key's issuer, and target values that are already normal (normalizing one again gives
-the same value, so a resume matches the restrict it lifts).
+signing key's issuer, target values that are already normal (normalizing one again gives the
+same value, so a resume matches the restrict it lifts), domains in letters-digits-hyphen form,
+URLs whose authority urllib reads as [userinfo@]host[:port], and free text on one line without
+control characters (it reaches logs, DNS EDE text and nft comments).
 """
 
 from __future__ import annotations
