@@ -9,6 +9,7 @@ stored as UTF-8 later.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, NoReturn
 
@@ -36,6 +37,14 @@ def _pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> NoReturn:
     raise _Refused(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # json.loads reads 1e999 as inf: the Infinity that parse_constant refuses, spelled otherwise.
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"number {text[:40]} is out of range")
+    return value
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -79,7 +88,12 @@ def loads_object(data: bytes, what: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise Malformed(f"{what}: not valid UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, object_pairs_hook=_pairs_to_dict, parse_constant=_refuse_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_pairs_to_dict,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
     except _Refused as exc:
         raise Malformed(f"{what}: {exc}") from None
     except json.JSONDecodeError as exc:

@@ -51,10 +51,11 @@ _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
-# Free text ends up in logs, DNS EDE text and nft comments: one line, no controls.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Free text ends up in logs, DNS EDE text and nft comments: one line, no controls
+# (C0, DEL, C1 such as NEL and CSI, and Unicode's line and paragraph separators).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # URLs must arrive percent-encoded; urlsplit would silently drop tabs and newlines.
-_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]")
 
 
 def _fail(path: str, message: str) -> NoReturn:
@@ -171,6 +172,8 @@ def url(value: str) -> str:
     if hostport.startswith("["):
         host, bracket, port = hostport[1:].partition("]")
         ipaddress.IPv6Address(host)  # a literal stays as given; it must be valid
+        if port[:1] not in ("", ":"):  # urlsplit skips text between "]" and the port
+            raise ValueError(f"URL has text after its IPv6 address: {value[:80]!r}")
         host = f"[{host}{bracket}"
     else:
         host, colon, port = hostport.partition(":")
