@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
 from daemon_proc import DaemonProcess
 from kzfixtures import Regulator, client_ssl, dump_register, push_task, write_config
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
@@ -171,6 +174,51 @@ async def live(tmp_path: Path, pki: Path) -> AsyncIterator[Live]:
         await daemon.wait()
 
 
+def response_schema(path: str, method: str, status: int) -> Any:
+    """A validator for the JSON body the document promises for this answer."""
+    spec = document()
+    response = spec["paths"][path][method]["responses"][str(status)]
+    while "$ref" in response:  # a shared response under components/responses
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    schema = response["content"]["application/json"]["schema"]
+    resource = referencing.Resource.from_contents(spec, referencing.jsonschema.DRAFT202012)
+    registry = referencing.Registry().with_resource("urn:kzgate-openapi", resource)
+    return jsonschema.Draft202012Validator(
+        {"$ref": "urn:kzgate-openapi" + schema["$ref"]} if "$ref" in schema else schema,
+        registry=registry,
+    )
+
+
+async def test_every_receipt_status_matches_the_document(live: Live, pki: Path) -> None:
+    """applied, partial, pending, cancelled and a duplicate, posted and fetched again:
+    each answer is valid against the document's schema for its status code."""
+    port, base, session = live.daemon.ports["api"], live.base, live.session
+    mci = Regulator(pki)
+    long_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 50])  # 243: no RPZ owner name
+    tasks = {
+        "applied": mci.restrict("R-1", "domain:applied.example.kz", "ip:192.0.2.1"),
+        "partial": mci.restrict("R-2", f"domain:{long_name}"),
+        "pending": mci.resume("R-3"),
+        "cancelled": mci.restrict("R-3", "domain:cancelled.example.kz"),
+    }
+    posted = response_schema("/v1/tasks", "post", 200)
+    fetched = response_schema("/v1/tasks/{iss}/{id}", "get", 200)
+    for expected, task in tasks.items():
+        body = mci.sign(task)
+        for attempt in ("first", "duplicate"):
+            status, answer = await push_task(port, pki, body)
+            assert (status, answer["status"]) == (200, expected), (attempt, answer)
+            posted.validate(answer)
+        async with session.get(f"{base}/v1/tasks/mci/{task['id']}") as resp:
+            assert resp.status == 200
+            again = await resp.json()
+        assert again["status"] == expected
+        fetched.validate(again)
+    # The validators are not vacuous: a receipt with an unknown status is refused.
+    with pytest.raises(jsonschema.ValidationError):
+        posted.validate(dict(answer, status="enforced"))
+
+
 async def test_the_daemon_serves_the_packaged_document(live: Live) -> None:
     base, session = live.base, live.session
     async with session.get(base + "/v1/openapi.json") as resp:
@@ -265,8 +313,12 @@ async def test_schemathesis_finds_no_error_and_no_answer_outside_the_document(
         assert any(op == operation and 200 <= s < 300 for op, s in statuses), operation
     refusals = {s for op, s in statuses if op == "POST /v1/tasks" and s >= 400}
     assert refusals >= {400, 401, 403, 409, 413, 415, 422}, refusals
+    # Signed tasks got through, so receipts were checked against the document too.
+    # Which receipt statuses a seeded run meets depends on how Hypothesis's draws
+    # happen to meet (about ten tasks are accepted): every status is checked,
+    # deterministically, by test_every_receipt_status_matches_the_document.
     posted = [c for c in cases if c["operation"] == "POST /v1/tasks" and c["status"] == 200]
-    assert {"applied", "pending", "cancelled"} <= {json_field(c["body"], "status") for c in posted}
+    assert "applied" in {json_field(c["body"], "status") for c in posted}
     verdicts = {
         json_field(c["body"], "verdict") for c in cases if c["operation"] == "GET /v1/lookup"
     }
