@@ -22,7 +22,7 @@ from an allowed secondary succeeds. It reports counts, control-process crashes
     .venv/bin/python bench/adversary.py [--queries 1000000] [--batches 10] [--rate 40000] [--seed 1]
 
 Bounded: --queries packets in all, --max-seconds overall; loopback only; seeded.
-Exit status 1 when the control process died or any check failed.
+Exit status 1 when the control process died, a DNS worker crashed, or any check failed.
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ BLOCKED = "blocked.adversary.kz"
 ALLOWED = "ok.adversary.kz"
 ALLOWED_ADDRESS = "192.0.2.77"
 RPZ_ORIGIN = "rpz.kzgate."
+# The checks ask from 127.0.0.1 (the honest subscriber and secondary). The attack
+# comes from elsewhere: one heavy address and fifty others (per-client caps
+# cannot tell two clients on one address apart, nor should they), and, at the
+# RPZ listener, a host inside allow_transfer turned hostile.
+ATTACKERS = ["127.0.0.2", *(f"127.0.1.{i}" for i in range(1, 51))]
+RPZ_PEER_ATTACKER = "127.0.0.3"
 
 
 # -- the hostile upstream (a child process: it must not share our CPU time slice) --
@@ -175,11 +181,12 @@ def total(samples: dict[str, float], name: str) -> float:
 
 
 def blast_udp(port: int, count: int, rate: float, rng: random.Random) -> dict[str, Any]:
-    """Send ``count`` hostile datagrams at ``rate`` per second from 16 source ports."""
+    """Send ``count`` hostile datagrams at ``rate`` per second from 16 attacker sockets."""
     socks = []
-    for _ in range(16):
+    for k in range(16):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind((ATTACKERS[k % len(ATTACKERS)], 0))
         s.setblocking(False)
         s.connect(("127.0.0.1", port))
         socks.append(s)
@@ -228,13 +235,14 @@ def _drain(socks: list[socket.socket]) -> int:
 
 
 async def tcp_flood(
-    port: int, rng: random.Random, conns: int, seconds: float, source: str = "127.0.0.1"
+    port: int, rng: random.Random, conns: int, seconds: float, sources: list[str]
 ) -> dict[str, Any]:
-    """Many connections, each pipelining hostile messages, stalling or dribbling."""
+    """Many connections, each pipelining hostile messages, stalling or dribbling; the
+    k-th connection comes from ``sources[k % len(sources)]``."""
     stats: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
 
-    async def one(seed: int) -> None:
+    async def one(seed: int, source: str) -> None:
         local = random.Random(seed)
         while time.monotonic() < deadline:
             try:
@@ -277,7 +285,9 @@ async def tcp_flood(
                 drain.cancel()
                 writer.transport.abort()
 
-    await asyncio.gather(*(one(rng.randrange(2**32)) for _ in range(conns)))
+    await asyncio.gather(
+        *(one(rng.randrange(2**32), sources[k % len(sources)]) for k in range(conns))
+    )
     return dict(stats)
 
 
@@ -461,7 +471,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pki,
         api={"rate_limit": {"per_second": 1e6, "burst": 1_000_000}},
         dns={"listen": ["127.0.0.1:0"], "upstreams": [f"127.0.0.1:{upstream_port}"]},
-        rpz={"enabled": True, "listen": ["127.0.0.1:0"], "notify": []},
+        rpz={
+            "enabled": True,
+            "listen": ["127.0.0.1:0"],
+            "notify": [],
+            "allow_transfer": ["127.0.0.1/32", f"{RPZ_PEER_ATTACKER}/32"],
+        },
     )
     daemon = DaemonProcess(config)
     try:
@@ -505,18 +520,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             # TCP flood, with the honest checks made while it is running.
             flood = asyncio.create_task(
-                tcp_flood(ports["dns"], rng, args.tcp_conns, args.phase_seconds)
+                tcp_flood(ports["dns"], rng, args.tcp_conns, args.phase_seconds, ATTACKERS)
             )
             await asyncio.sleep(args.phase_seconds / 2)
             batch["checks_during_tcp_flood"] = await dns_checks(ports["dns"], blocked)
             batch["tcp"] = await flood
             # RPZ: junk over UDP and TCP, from inside and outside the ACL, then a transfer.
             rpz_flood = asyncio.gather(
-                tcp_flood(ports["rpz"], rng, 40, args.phase_seconds / 2),
-                tcp_flood(ports["rpz"], rng, 40, args.phase_seconds / 2, source="127.0.0.2"),
+                tcp_flood(ports["rpz"], rng, 40, args.phase_seconds / 2, [RPZ_PEER_ATTACKER]),
+                tcp_flood(ports["rpz"], rng, 40, args.phase_seconds / 2, ATTACKERS),
             )
-            junk = await asyncio.to_thread(udp_junk, ports["rpz"], rng, 2000, "127.0.0.2")
-            junk += await asyncio.to_thread(udp_junk, ports["rpz"], rng, 2000, "127.0.0.1")
+            junk = await asyncio.to_thread(udp_junk, ports["rpz"], rng, 2000, ATTACKERS[0])
+            junk += await asyncio.to_thread(udp_junk, ports["rpz"], rng, 2000, RPZ_PEER_ATTACKER)
             await asyncio.sleep(args.phase_seconds / 4)
             batch["axfr_during_rpz_flood"] = await asyncio.to_thread(axfr_ok, ports["rpz"], BLOCKED)
             inside, outside = await rpz_flood
@@ -575,6 +590,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "control_process_crashes": 0 if daemon.proc.returncode is None else 1,
             "seconds": round(time.monotonic() - started, 1),
         }
+        crashed = (
+            report["totals"]["worker_crashes_metric"] + report["totals"]["worker_pids_replaced"]
+        )
+        if crashed:
+            failures.append(f"DNS workers crashed or were replaced: {crashed}")
     finally:
         report["failures"] = failures
         if daemon.proc.returncode is None:
