@@ -24,7 +24,7 @@ MAX_URL_CHARS = 8192
 MAX_SEQ = 2**63 - 1  # what a SQLite INTEGER holds
 # Free text is stored, logged and echoed (EDE text, nft comments), so each field has a
 # limit, in characters: generous for what the paper form holds (README, "Where the
-# protocol is silent"). iss and aud items are ids, as long as config.py lets ids be.
+# protocol is silent"). iss and aud items are ids, as long as kzgate/config lets ids be.
 MAX_CHARS = {
     "iss": 128,
     "aud": 128,

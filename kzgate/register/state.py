@@ -4,18 +4,14 @@ Pure: values in, values out; no SQLite, no I/O. The register feeds it the
 targets of each instruction that becomes active (``add``) or stops being
 active (``remove``) and passes the returned ``Diff`` to every enforcer.
 
-Representation, chosen for 1M targets:
+Here is the counting: which instructions ("refs") name each domain and each
+prefix, and the counts by kind; which active prefixes are maximal, and so
+enforced, is prefixes.py's.
 
-* A set of covering instructions ("refs") is one shared ``InstructionRef``
-  object, or a sorted tuple of two or more: no set per target, and the label
-  (the smallest ref) is ``refs`` itself or ``refs[0]``.
-* A prefix is one int per address family, ``key = network_int << 8 | prefixlen``.
-  Sorting keys orders by start address, the containing prefix first, so a
-  sorted list plus ``bisect`` answers "what contains / lies inside" in
-  O(log n), and list splices are memmoves rather than Python loops.
-* Per family: ``_active`` maps key to refs, ``_sorted`` is every active key
-  in order, ``_enforced`` is the maximal active keys in order (disjoint,
-  never merged when adjacent).
+Representation, chosen for 1M targets: a set of covering instructions is one
+shared ``InstructionRef`` object, or a sorted tuple of two or more: no set per
+target, and the label (the smallest ref) is ``refs`` itself or ``refs[0]``.
+Per family, ``_active`` maps each active prefix key (prefixes.py) to its refs.
 
 Prefix labels are those of the moment a prefix becomes enforced; ``Diff`` has
 no "prefix relabelled" field, so a later change of a still-enforced prefix's
@@ -24,22 +20,22 @@ smallest ref is not reported (``snapshot`` always gives the current smallest).
 
 from __future__ import annotations
 
-import ipaddress
-from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
 from typing import Any
 
 from kzgate.model import Diff, InstructionRef, State, Target
 from kzgate.names import IPNetwork, parent_domains
+from kzgate.register.prefixes import (
+    BITS,
+    LOW,
+    MaximalPrefixes,
+    PrefixKey,
+    key_network,
+    parse_addr,
+    prefix_key,
+)
 
 Refs = InstructionRef | tuple[InstructionRef, ...]
-PrefixKey = tuple[int, int]  # (family index 0=v4 / 1=v6, key)
-
-_BITS = (32, 128)
-_LOW = 0xFF  # the key of the longest prefix starting at an address: start << 8 | 0xFF
-# Above this many keys in one operation, rebuild a list in C (extend+sort,
-# comprehension, concatenated slices) instead of one memmove per key.
-BATCH = 64
 
 
 def _label(refs: Refs) -> InstructionRef:
@@ -73,74 +69,13 @@ def _without(refs: Refs, ref: InstructionRef) -> tuple[bool, Refs | None]:
     return True, rest[0] if len(rest) == 1 else rest
 
 
-def _end(key: int, bits: int) -> int:
-    """Last address of the prefix ``key``."""
-    return (key >> 8) + (1 << (bits - (key & _LOW))) - 1
-
-
-def _parse_addr(addr: str) -> tuple[int, int]:
-    """(family, int) of a canonical address; IPv4 without ipaddress, it is hot at load."""
-    if ":" in addr:
-        return 1, int(ipaddress.IPv6Address(addr))
-    a, b, c, d = addr.split(".")
-    return 0, int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
-
-
-def prefix_key(kind: str, value: str) -> PrefixKey:
-    """The (family, key) of a normalized ``ip`` or ``cidr`` target."""
-    addr, _, length = value.partition("/")
-    fam, start = _parse_addr(addr)
-    return fam, start << 8 | (int(length) if length else _BITS[fam])
-
-
-def key_network(fam: int, key: int) -> IPNetwork:
-    if fam == 0:
-        return ipaddress.IPv4Network((key >> 8, key & _LOW))
-    return ipaddress.IPv6Network((key >> 8, key & _LOW))
-
-
-def _insert_keys(srt: list[int], keys: list[int]) -> None:
-    if len(keys) <= BATCH:
-        for k in keys:
-            insort(srt, k)
-    else:
-        srt.extend(keys)
-        srt.sort()  # two sorted runs: timsort merges them in C
-
-
-def _delete_keys(srt: list[int], keys: list[int]) -> None:
-    if len(keys) <= BATCH:
-        for k in keys:
-            del srt[bisect_left(srt, k)]
-    else:
-        gone = set(keys)
-        srt[:] = [k for k in srt if k not in gone]
-
-
-def _splice(lst: list[int], edits: list[tuple[int, int, list[int]]]) -> None:
-    """Replace ``lst[lo:hi]`` by ``items`` for sorted, non-overlapping edits."""
-    if len(edits) <= BATCH // 4:
-        for lo, hi, items in reversed(edits):
-            lst[lo:hi] = items
-        return
-    out: list[int] = []
-    prev = 0
-    for lo, hi, items in edits:
-        out += lst[prev:lo]
-        out += items
-        prev = hi
-    out += lst[prev:]
-    lst[:] = out
-
-
 class EffectiveState:
     """Active instructions' targets, and the enforced domains and maximal prefixes."""
 
     def __init__(self) -> None:
         self._domains: dict[str, Refs] = {}
         self._active: tuple[dict[int, Refs], dict[int, Refs]] = ({}, {})
-        self._sorted: tuple[list[int], list[int]] = ([], [])
-        self._enforced: tuple[list[int], list[int]] = ([], [])
+        self._prefixes = MaximalPrefixes()
         self._n_host = [0, 0]  # active /32 and /128 keys, per family
         # Only for counts(): a /32 or /128 can be named as "ip" or as "cidr"
         # (rare); these record which instructions named it as cidr, and which
@@ -201,16 +136,9 @@ class EffectiveState:
                         named_ip.add((fam, key))
             st._add_targets(ref, targets, [], {}, {}, named_ip)
         for fam in (0, 1):
-            bits = _BITS[fam]
-            srt = sorted(st._active[fam])
-            st._sorted[fam][:] = srt
-            st._n_host[fam] = sum(1 for k in srt if k & _LOW == bits)
-            enforced = st._enforced[fam]
-            last_end = -1
-            for k in srt:
-                if k >> 8 > last_end:
-                    enforced.append(k)
-                    last_end = _end(k, bits)
+            bits = BITS[fam]
+            st._n_host[fam] = sum(1 for k in st._active[fam] if k & LOW == bits)
+        st._prefixes = MaximalPrefixes.build((st._active[0], st._active[1]))
         return st
 
     # -- changes ------------------------------------------------------------
@@ -255,7 +183,7 @@ class EffectiveState:
                         relabelled[value] = _label(rest)
             elif kind == "ip" or kind == "cidr":
                 fam, key = prefix_key(kind, value)
-                if key & _LOW == _BITS[fam]:
+                if key & LOW == BITS[fam]:
                     (host_ip if kind == "ip" else host_cidr).add((fam, key))
                 active = self._active[fam]
                 cur = active.get(key)
@@ -307,7 +235,7 @@ class EffectiveState:
                     relabelled[value] = ref
             elif kind == "ip" or kind == "cidr":
                 fam, key = prefix_key(kind, value)
-                host = key & _LOW == _BITS[fam]
+                host = key & LOW == BITS[fam]
                 if host:
                     (host_ip if kind == "ip" else host_cidr).add((fam, key))
                 active = self._active[fam]
@@ -354,30 +282,13 @@ class EffectiveState:
         p_added: dict[IPNetwork, InstructionRef],
         p_removed: set[IPNetwork],
     ) -> None:
-        """Newly active ``keys``: each new maximal one not inside an enforced prefix
-        replaces the enforced prefixes inside it."""
-        bits = _BITS[fam]
-        keys.sort()
-        self._n_host[fam] += sum(1 for k in keys if k & _LOW == bits)
-        _insert_keys(self._sorted[fam], keys)
-        enforced = self._enforced[fam]
-        edits: list[tuple[int, int, list[int]]] = []
-        last_end = -1
-        for key in keys:
-            start = key >> 8
-            if start <= last_end:  # inside an earlier new key: decided with it
-                continue
-            end = last_end = start + (1 << (bits - (key & _LOW))) - 1
-            i = bisect_right(enforced, start << 8 | _LOW) - 1
-            if i >= 0 and _end(enforced[i], bits) >= end:
-                continue
-            lo = bisect_left(enforced, start << 8, max(i, 0))
-            hi = bisect_right(enforced, end << 8 | _LOW, lo)
-            if hi > lo:
-                p_removed.update(key_network(fam, k) for k in enforced[lo:hi])
-            p_added[key_network(fam, key)] = _label(self._active[fam][key])
-            edits.append((lo, hi, [key]))
-        _splice(enforced, edits)
+        """Newly active ``keys``: the prefixes that start or stop being enforced."""
+        self._n_host[fam] += sum(1 for k in keys if k & LOW == BITS[fam])
+        became, ceased = self._prefixes.grow(fam, keys)
+        p_removed.update(key_network(fam, k) for k in ceased)
+        active = self._active[fam]
+        for k in became:
+            p_added[key_network(fam, k)] = _label(active[k])
 
     def _shrink(
         self,
@@ -386,31 +297,13 @@ class EffectiveState:
         p_added: dict[IPNetwork, InstructionRef],
         p_removed: set[IPNetwork],
     ) -> None:
-        """No longer active ``keys``: each enforced one gives way to the maximal
-        active prefixes inside it."""
-        bits = _BITS[fam]
-        keys.sort()
-        self._n_host[fam] -= sum(1 for k in keys if k & _LOW == bits)
-        srt = self._sorted[fam]
-        _delete_keys(srt, keys)
-        enforced = self._enforced[fam]
+        """No longer active ``keys``: the prefixes that start or stop being enforced."""
+        self._n_host[fam] -= sum(1 for k in keys if k & LOW == BITS[fam])
+        became, ceased = self._prefixes.shrink(fam, keys)
+        p_removed.update(key_network(fam, k) for k in ceased)
         active = self._active[fam]
-        edits: list[tuple[int, int, list[int]]] = []
-        for key in keys:
-            i = bisect_left(enforced, key)
-            if i == len(enforced) or enforced[i] != key:
-                continue  # was inside another enforced prefix, which stays
-            p_removed.add(key_network(fam, key))
-            end = _end(key, bits)
-            exposed: list[int] = []
-            j = bisect_left(srt, key)
-            while j < len(srt) and srt[j] >> 8 <= end:
-                inner = srt[j]
-                exposed.append(inner)
-                p_added[key_network(fam, inner)] = _label(active[inner])
-                j = bisect_right(srt, _end(inner, bits) << 8 | _LOW, j)  # skip its insides
-            edits.append((i, i + 1, exposed))
-        _splice(enforced, edits)
+        for k in became:
+            p_added[key_network(fam, k)] = _label(active[k])
 
     # -- queries ------------------------------------------------------------
 
@@ -424,7 +317,7 @@ class EffectiveState:
         prefixes = {
             key_network(fam, k): _label(self._active[fam][k])
             for fam in (0, 1)
-            for k in self._enforced[fam]
+            for k in self._prefixes.maximal(fam)
         }
         return State(domains, prefixes)
 
@@ -441,8 +334,8 @@ class EffectiveState:
     def covering_ip(self, addr: str) -> list[tuple[IPNetwork, InstructionRef]]:
         """Every active prefix containing ``addr``, most specific first, with every
         instruction naming it."""
-        fam, n = _parse_addr(addr)
-        bits = _BITS[fam]
+        fam, n = parse_addr(addr)
+        bits = BITS[fam]
         active = self._active[fam]
         out: list[tuple[IPNetwork, InstructionRef]] = []
         for plen in range(bits, -1, -1):
@@ -469,6 +362,6 @@ class EffectiveState:
             "url": self._n_other["url"],
             "app": self._n_other["app"],
             "enforced_domains": len(self._domains),
-            "enforced_v4": len(self._enforced[0]),
-            "enforced_v6": len(self._enforced[1]),
+            "enforced_v4": len(self._prefixes.maximal(0)),
+            "enforced_v6": len(self._prefixes.maximal(1)),
         }

@@ -16,7 +16,7 @@ included, so a legal domain of up to 253 characters may have no owner here:
 target is left out of the zone (a record that long would make every transfer
 fail, and the whole fleet would keep an old zone), and ``uncarried`` names it
 so that the pipeline reports it. rpz-ip owners are at most 51 octets plus the
-origin, which config.py keeps short enough for all of them; they are checked
+origin, which kzgate/config keeps short enough for all of them; they are checked
 all the same.
 """
 
@@ -109,7 +109,7 @@ class ZoneParams:
 
     def carries_prefix(self, net: IPNetwork) -> bool:
         if owner_octets(LONGEST_IP_TRIGGER, self.origin) <= MAX_NAME_OCTETS:
-            return True  # every origin config.py accepts: every trigger fits
+            return True  # every origin kzgate/config accepts: every trigger fits
         return owner_octets(ip_trigger(net), self.origin) <= MAX_NAME_OCTETS
 
 

@@ -25,7 +25,7 @@ CORPUS = HERE / "corpus"
 sys.path.insert(0, str(PY))
 
 HARNESSES = sorted(p.stem for p in PY.glob("[!_]*.py"))
-MAX_BODY = 16 * 1024 * 1024  # api.max_body_bytes default (kzgate/config.py)
+MAX_BODY = 16 * 1024 * 1024  # api.max_body_bytes default (kzgate/config/model.py)
 TCP_MAX = 65535
 
 

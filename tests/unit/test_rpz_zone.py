@@ -330,7 +330,7 @@ def test_ip_triggers_are_checked_too() -> None:
     net_long = ipaddress.ip_network("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128")
     net_short = ipaddress.ip_network("10.0.0.0/8")
     assert ip_trigger(net_long) == "128.ffff.ffff.ffff.ffff.ffff.ffff.db8.2001.rpz-ip"
-    # The longest origin config.py accepts: every trigger fits, the longest exactly.
+    # The longest origin the config accepts: every trigger fits, the longest exactly.
     roomy = ZoneParams(domain_of(202) + ".", "nxdomain", V4, V6, ip_triggers=True)
     assert len(dns.name.from_text(f"{LONGEST_IP_TRIGGER}.{roomy.origin}").to_wire()) == 255
     assert roomy.carries_prefix(ipaddress.ip_network(("ffff:" * 8)[:-1] + "/128"))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kzgate.model import Diff, InstructionRef, State, Target
 from kzgate.names import IPNetwork, network_of
-from kzgate.register import state as state_mod
+from kzgate.register import prefixes as prefixes_mod
 from kzgate.register.state import EffectiveState
 
 A = InstructionRef("mci", "1", "2026-11-01")
@@ -85,12 +85,12 @@ def apply(view: dict[str, dict[object, InstructionRef]], diff: Diff) -> None:
 @contextmanager
 def batch_threshold(n: int) -> Iterator[None]:
     """Force the per-key or the rebuild path of the sorted lists."""
-    old = state_mod.BATCH
-    state_mod.BATCH = n
+    old = prefixes_mod.BATCH
+    prefixes_mod.BATCH = n
     try:
         yield
     finally:
-        state_mod.BATCH = old
+        prefixes_mod.BATCH = old
 
 
 # -- examples from the brief ------------------------------------------------------

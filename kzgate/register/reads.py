@@ -1,0 +1,187 @@
+"""What the register is asked, never changing it: task lookups, listings, statistics, audit.
+
+For the pipeline (receipts and task status), the API and CLI (instructions,
+seq gaps, statistics) and the metrics; each read holds the register's lock.
+``Register`` (store.py) inherits these; only it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from kzgate.model import InstructionRef, Target
+from kzgate.register.audit import AuditRow, VerifyResult
+from kzgate.register.audit import verify_chain as _verify_chain
+
+GAP_LIST_CAP = 1000
+
+
+class RegisterReads:
+    """The read side of ``Register``: its SQLite connection and lock are the register's."""
+
+    _conn: sqlite3.Connection
+    _lock: threading.RLock
+
+    def get_receipt(self, iss: str, id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT receipt FROM tasks WHERE iss = ? AND id = ?", (iss, id))
+        return json.loads(row[0]) if row and row[0] is not None else None
+
+    def get_task_status(self, iss: str, id: str) -> tuple[str, datetime] | None:
+        row = self._one("SELECT status, received_at FROM tasks WHERE iss = ? AND id = ?", (iss, id))
+        return (row[0], datetime.fromisoformat(row[1])) if row else None
+
+    def unapplied_tasks(self) -> list[tuple[str, str]]:
+        """Tasks stored but not known to be enforced everywhere (retry these on start)."""
+        with self._lock:
+            return [
+                (r[0], r[1])
+                for r in self._conn.execute(
+                    "SELECT iss, id FROM tasks WHERE status = 'accepted' OR receipt IS NULL"
+                    " ORDER BY rowid"
+                )
+            ]
+
+    def task_identity(self, iss: str, id: str) -> tuple[int, str] | None:
+        """A stored task's (seq, sha256), for signing a receipt it never got."""
+        row = self._one("SELECT seq, sha256 FROM tasks WHERE iss = ? AND id = ?", (iss, id))
+        return (int(row[0]), str(row[1])) if row else None
+
+    def restrict_targets(
+        self, iss: str, id: str
+    ) -> tuple[InstructionRef, tuple[Target, ...]] | None:
+        """The instruction a stored restrict task made, and its targets; None for a resume."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT i.rowid, i.iss, i.number, i.date FROM instructions i"
+                " JOIN tasks t ON t.rowid = i.restrict_task WHERE t.iss = ? AND t.id = ?",
+                (iss, id),
+            ).fetchone()
+            if row is None:
+                return None
+            targets = tuple(
+                Target(kind, value)
+                for kind, value in self._conn.execute(
+                    "SELECT kind, value FROM targets WHERE instruction = ? ORDER BY rowid",
+                    (row[0],),
+                )
+            )
+        return InstructionRef(row[1], row[2], row[3]), targets
+
+    def active_instruction_count(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM instructions WHERE status = 'active'", ())[0])
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchone()
+
+    # -- listings and statistics ----------------------------------------------
+
+    def instructions(
+        self,
+        *,
+        status: str | None = "active",
+        limit: int = 1000,
+        offset: int = 0,
+        targets_limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Instructions (oldest first) with their tasks' ids, their first ``targets_limit``
+        targets and the count of all of them (an instruction may hold 100,000)."""
+        where, args = ("WHERE i.status = ?", [status]) if status else ("", [])
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT i.rowid, i.iss, i.number, i.date, i.status, i.authority, i.ground,"
+                " i.reason, rt.id, st.id FROM instructions i"
+                " LEFT JOIN tasks rt ON rt.rowid = i.restrict_task"
+                " LEFT JOIN tasks st ON st.rowid = i.resume_task"
+                f" {where} ORDER BY i.rowid LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            out: list[dict[str, Any]] = []
+            for r in rows:
+                targets = [
+                    {"type": k, "value": v}
+                    for k, v in self._conn.execute(
+                        "SELECT kind, value FROM targets WHERE instruction = ?"
+                        " ORDER BY rowid LIMIT ?",
+                        (r[0], targets_limit),
+                    )
+                ]
+                total = self._conn.execute(
+                    "SELECT COUNT(*) FROM targets WHERE instruction = ?", (r[0],)
+                ).fetchone()[0]
+                keys = ("iss", "number", "date", "status", "authority", "ground", "reason")
+                item: dict[str, Any] = dict(zip(keys, r[1:8], strict=True))
+                item.update(
+                    restrict_task=r[8], resume_task=r[9], targets=targets, targets_total=total
+                )
+                out.append(item)
+            return out
+
+    def seq_gaps(self) -> dict[str, list[int]]:
+        """Per issuer, the seq numbers missing between 1 and the highest seen (first 1000)."""
+        gaps: dict[str, list[int]] = {}
+        with self._lock:
+            cur = self._conn.execute(
+                "SELECT iss, seq, LAG(seq, 1, 0) OVER (PARTITION BY iss ORDER BY seq)"
+                " FROM tasks ORDER BY iss, seq"
+            )
+            for iss, seq, prev in cur:
+                missing = gaps.setdefault(iss, [])
+                room = GAP_LIST_CAP - len(missing)
+                if seq > prev + 1 and room > 0:
+                    missing.extend(range(prev + 1, min(seq, prev + 1 + room)))
+        return gaps
+
+    def seq_gap_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(
+                self._conn.execute("SELECT iss, MAX(seq) - COUNT(*) FROM tasks GROUP BY iss")
+            )
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            conn = self._conn
+            instructions = dict(
+                conn.execute("SELECT status, COUNT(*) FROM instructions GROUP BY status")
+            )
+            targets = dict(
+                conn.execute(
+                    "SELECT t.kind, COUNT(*) FROM targets t JOIN instructions i"
+                    " ON i.rowid = t.instruction WHERE i.status = 'active' GROUP BY t.kind"
+                )
+            )
+            tasks = {
+                f"{typ}/{st}": n
+                for typ, st, n in conn.execute(
+                    "SELECT type, status, COUNT(*) FROM tasks GROUP BY type, status"
+                )
+            }
+            last = conn.execute(
+                "SELECT iss, id, type, received_at, applied_at FROM tasks"
+                " ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+        keys = ("iss", "id", "type", "received_at", "applied_at")
+        return {
+            "instructions": instructions,
+            "targets": targets,
+            "tasks": tasks,
+            "last_task": dict(zip(keys, last, strict=True)) if last else None,
+        }
+
+    # -- audit ----------------------------------------------------------------
+
+    def audit_rows(self) -> Iterator[AuditRow]:
+        """Every audit row in order (a snapshot read: fetched up front)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, at, event, data, prev, hash FROM audit ORDER BY seq"
+            ).fetchall()
+        return (AuditRow(*r) for r in rows)
+
+    def audit_verify(self) -> VerifyResult:
+        return _verify_chain(self.audit_rows())
