@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from kzgate.config import DnsConfig, DnsTcpConfig, HostPort
 from kzgate.connections import ConnectionTable, Tally, client_of
@@ -91,7 +90,6 @@ class DnsServer:
         )
         self._forwards: set[asyncio.Task[None]] = set()
         self._pending = Tally()  # queries waiting on upstreams, per client
-        self._clients: set[asyncio.Task[Any]] = set()
         self._conns: ConnectionTable[_TcpConn] = ConnectionTable(
             self._tcp_limits.max_connections, self._tcp_limits.max_per_client
         )
@@ -108,18 +106,17 @@ class DnsServer:
             why = "is not built" if FAST is None else "is off for this worker (repeated crashes)"
             log.info("DNS over UDP in pure Python: the C fast path (kzgate.dns._fast) %s", why)
         try:
-            return [await self._listeners.listen(hp.host, hp.port) for hp in self._listen]
+            return await self._listeners.start(self._listen)
         except BaseException:
-            await self.close()
+            await self.close()  # and the forwards that datagrams may have started meanwhile
             raise
 
     async def close(self) -> None:
         self._closing = True
-        self._listeners.close()
-        tasks = self._forwards | self._clients
-        for task in tasks:
+        await self._listeners.close()
+        for task in self._forwards:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._forwards, return_exceptions=True)
 
     async def _read_udp(self, sock: socket.socket) -> Closable:
         if self._fast is not None:
@@ -195,9 +192,6 @@ class DnsServer:
         ):
             writer.transport.abort()  # accepted and closed: the client can try another server
             return
-        this = asyncio.current_task()
-        assert this is not None
-        self._clients.add(this)
         try:
             await self._read_queries(reader, conn, client)
             if conn.inflight:  # the client said all it will say: answer what it asked
@@ -215,7 +209,6 @@ class DnsServer:
             for task in conn.inflight:
                 task.cancel()
             self._conns.remove(conn)
-            self._clients.discard(this)
             writer.close()  # flushes the last answers first...
             if writer.transport.get_write_buffer_size():
                 # ...but a client that never reads them must not keep the socket open

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import errno
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from kzgate.config import HostPort
 
 RCVBUF_BYTES = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 
@@ -74,7 +76,12 @@ class Listening:
 
 
 class Listeners:
-    """Every address one DNS-speaking server listens on, over UDP and TCP; closed together."""
+    """Every address one DNS-speaking server listens on, over UDP and TCP, and its TCP clients.
+
+    ``close`` stops listening and ends every TCP connection still being served
+    (cancelling its ``serve_tcp``), so a server's own close has only its own
+    work left to end.
+    """
 
     def __init__(
         self,
@@ -91,6 +98,15 @@ class Listeners:
         self._big_rcvbuf = big_rcvbuf
         self._backlog = backlog
         self.bound: list[Listening] = []
+        self._clients: set[asyncio.Task[Any]] = set()
+
+    async def start(self, listen: Sequence[HostPort]) -> list[tuple[str, int]]:
+        """Listen on every address, or on none: if one fails, all are closed again."""
+        try:
+            return [await self.listen(hp.host, hp.port) for hp in listen]
+        except BaseException:
+            await self.close()
+            raise
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Bind ``host``:``port`` over UDP and TCP and serve both; the address bound."""
@@ -101,7 +117,7 @@ class Listeners:
         reader: Closable | None = None
         try:
             reader = await self._read_udp(udp)
-            server = await asyncio.start_server(self._serve_tcp, sock=tcp, backlog=self._backlog)
+            server = await asyncio.start_server(self._client, sock=tcp, backlog=self._backlog)
         except BaseException:
             if reader is not None:
                 reader.close()
@@ -111,10 +127,23 @@ class Listeners:
         self.bound.append(Listening((address[0], address[1]), udp, reader, server))
         return address[0], address[1]
 
-    def close(self) -> None:
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        this = asyncio.current_task()
+        assert this is not None
+        self._clients.add(this)
+        try:
+            await self._serve_tcp(reader, writer)
+        finally:
+            self._clients.discard(this)
+
+    async def close(self) -> None:
         for listening in self.bound:
             listening.close()
         self.bound = []
+        clients = list(self._clients)
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
 
 
 def _bound(

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from kzgate.config import RpzConfig
 from kzgate.connections import ConnectionTable, client_of
@@ -67,7 +66,6 @@ class XfrServer:
         self._respond = respond
         self._done = done
         self._listeners = Listeners(self._read_udp, self._client)
-        self._clients: set[asyncio.Task[Any]] = set()
         self._conns: ConnectionTable[_Conn] = ConnectionTable(
             cfg.max_connections, cfg.max_per_client
         )
@@ -75,17 +73,10 @@ class XfrServer:
         self.refusals = Refusals()
 
     async def start(self) -> list[tuple[str, int]]:
-        try:
-            return [await self._listeners.listen(hp.host, hp.port) for hp in self._listen]
-        except BaseException:
-            await self.close()
-            raise
+        return await self._listeners.start(self._listen)
 
     async def close(self) -> None:
-        self._listeners.close()
-        for task in self._clients:
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self._listeners.close()
 
     async def _read_udp(self, sock: socket.socket) -> asyncio.DatagramTransport:
         return await open_udp(self.udp_query, "RPZ UDP listener", sock=sock)
@@ -115,9 +106,6 @@ class XfrServer:
         ):
             writer.transport.abort()
             return
-        this = asyncio.current_task()
-        assert this is not None
-        self._clients.add(this)
         try:
             await self._serve(reader, conn, peer)
         except (asyncio.IncompleteReadError, ConnectionError, _Cut):
@@ -128,7 +116,6 @@ class XfrServer:
             log.exception("RPZ transfer connection failed")
         finally:
             self._conns.remove(conn)
-            self._clients.discard(this)
             if writer.transport.get_write_buffer_size():
                 writer.transport.abort()  # a stalled secondary: do not wait to flush
             else:

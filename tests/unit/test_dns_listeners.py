@@ -62,9 +62,51 @@ async def test_one_port_for_udp_and_tcp_both_served_and_freed_on_close() -> None
     writer.write(b"hi")
     assert await asyncio.wait_for(reader.read(100), 5) == b"tcp:hi"
     writer.close()
-    listeners.close()
+    await listeners.close()
     await asyncio.sleep(0.01)
     assert listeners.bound == [] and port_is_free(port)
+
+
+async def test_close_ends_the_tcp_connections_still_being_served() -> None:
+    ended: list[str] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            writer.close()
+            raise
+
+    listeners = Listeners(read_udp, hang)
+    _, port = await listeners.listen("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with asyncio.timeout(5):
+        while not listeners._clients:
+            await asyncio.sleep(0.005)
+    await listeners.close()
+    assert ended == ["cancelled"] and not listeners._clients
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the client sees the end
+    writer.close()
+
+
+async def test_start_listens_on_every_address_or_on_none() -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        before = open_fds()
+        listeners = Listeners(read_udp, serve_tcp)
+        busy = HostPort("127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(OSError) as caught:
+            await listeners.start([HostPort("127.0.0.1", 0), busy])
+        await asyncio.sleep(0.01)
+        assert listeners.bound == [] and open_fds() == before
+        del caught
+        both = await listeners.start([HostPort("127.0.0.1", 0), HostPort("127.0.0.1", 0)])
+        assert len(both) == 2 and both[0] != both[1]
+        await listeners.close()
+    finally:
+        taken.close()
 
 
 async def test_when_reading_udp_cannot_start_both_sockets_are_closed() -> None:
