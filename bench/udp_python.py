@@ -6,13 +6,15 @@ rate (open loop, ``-Q``) for ``--seconds``: half the queries are for
 restricted names (the engine answers at once), half (none with
 ``--blocked-only``) for allowed names that are forwarded to an upstream: a
 do-nothing reflector in its own process that echoes the query as an empty
-NOERROR answer. The server runs in this process
-on uvloop, as the daemon's workers do; the figure is this process's CPU time
-(user + system) over the pass divided by the answers dnsperf got, so other
-load on a shared machine changes it little. Each round runs one pass; the
+NOERROR answer. The server runs in this process on uvloop (a worker without
+the C module), or with ``--asyncio`` on asyncio's loop (a worker moved to
+Python after crashes). The figure is this process's CPU time (user + system)
+over the pass divided by the answers dnsperf got, which other load on a shared
+machine moves less than a rate or a latency. Each round runs one pass; the
 median over rounds is reported.
 
     .venv/bin/python bench/udp_python.py [--rate 8000] [--seconds 5] [--rounds 5]
+        [--blocked-only] [--asyncio]
 """
 
 from __future__ import annotations
@@ -112,8 +114,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--blocked-only", action="store_true", help="no forwarded queries")
+    parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop")
     ns = parser.parse_args()
-    loop = new_event_loop(prefer_uvloop=True)
+    loop = new_event_loop(prefer_uvloop=not ns.asyncio)
     try:
         loop.run_until_complete(main(ns))
     finally:
