@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -139,25 +137,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kzgate.daemon import StartupError, serve
     from kzgate.keys import KeyFileError
     from kzgate.logs import setup_logging
+    from kzgate.loop import run
     from kzgate.register.store import RegisterError
 
     cfg = _load(args.config)
     setup_logging(cfg.log.level, cfg.log.format)
     try:
-        _run_loop(serve(cfg))
+        run(serve(cfg))  # on uvloop when it is installed
     except (StartupError, RegisterError, KeyFileError) as exc:
         return _fail(str(exc))
     return 0
-
-
-def _run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop when it is installed (the DNS hot path is faster on it), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -41,6 +41,36 @@ def client_of(address: str) -> str:
     return str(ip)
 
 
+class Tally:
+    """What each client holds of something, and all clients together.
+
+    A client whose count drops to zero is forgotten, so a flood from many
+    addresses leaves nothing behind.
+    """
+
+    __slots__ = ("_held", "total")
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+        self.total = 0
+
+    def held_by(self, client: str) -> int:
+        return self._held.get(client, 0)
+
+    def add(self, client: str) -> None:
+        self._held[client] = self._held.get(client, 0) + 1
+        self.total += 1
+
+    def remove(self, client: str) -> None:
+        """One fewer held by ``client``, which must hold one."""
+        left = self._held[client] - 1
+        if left:
+            self._held[client] = left
+        else:
+            del self._held[client]
+        self.total -= 1
+
+
 class ConnectionTable(Generic[C]):
     """Connections in least-recently-active order, counted per client."""
 
@@ -48,7 +78,7 @@ class ConnectionTable(Generic[C]):
         self.max_total = max_total
         self.max_per_client = max_per_client
         self._order: OrderedDict[C, str] = OrderedDict()  # connection -> client
-        self._per_client: dict[str, int] = {}
+        self._per_client = Tally()
 
     def __len__(self) -> int:
         return len(self._order)
@@ -61,7 +91,7 @@ class ConnectionTable(Generic[C]):
         return iter(list(self._order))
 
     def held_by(self, client: str) -> int:
-        return self._per_client.get(client, 0)
+        return self._per_client.held_by(client)
 
     def admit(
         self, client: str, can_evict: Callable[[C], bool] | None = None
@@ -82,9 +112,34 @@ class ConnectionTable(Generic[C]):
                     return None, conn
         return "connections", None
 
+    def enter(
+        self,
+        conn: C,
+        client: str,
+        *,
+        refused: Callable[[str], None],
+        can_evict: Callable[[C], bool],
+        evict: Callable[[C], None],
+    ) -> bool:
+        """Give ``conn`` a slot if ``admit`` allows it, evicting first if it says so.
+
+        Every refusal is counted with ``refused``, an eviction as ``evicted``;
+        False when ``conn`` got no slot (the listener then closes it).
+        """
+        reason, idlest = self.admit(client, can_evict)
+        if reason is not None:
+            refused(reason)
+            return False
+        if idlest is not None:
+            refused("evicted")
+            self.remove(idlest)
+            evict(idlest)
+        self.add(conn, client)
+        return True
+
     def add(self, conn: C, client: str) -> None:
         self._order[conn] = client
-        self._per_client[client] = self._per_client.get(client, 0) + 1
+        self._per_client.add(client)
 
     def touch(self, conn: C) -> None:
         """``conn`` did useful work: it becomes the last to be evicted."""
@@ -93,10 +148,5 @@ class ConnectionTable(Generic[C]):
 
     def remove(self, conn: C) -> None:
         client = self._order.pop(conn, None)
-        if client is None:
-            return
-        left = self._per_client[client] - 1
-        if left:
-            self._per_client[client] = left
-        else:
-            del self._per_client[client]
+        if client is not None:
+            self._per_client.remove(client)

@@ -103,6 +103,11 @@ def _idle(conn: _Conn) -> bool:
     return conn.busy == 0
 
 
+def _evict(conn: _Conn) -> None:
+    conn.evicted = True
+    conn.abort()
+
+
 class Gate:
     """The limits of one HTTP listener and the connections it admitted."""
 
@@ -115,19 +120,12 @@ class Gate:
         self._by_handler: dict[RequestHandler, _Conn] = {}
 
     def admit(self, peer: str) -> _Conn | None:
-        client = client_of(peer)
-        reason, idlest = self.conns.admit(client, _idle)
-        if reason is not None:
-            self.refused(reason)
-            return None
-        if idlest is not None:
-            self.refused("evicted")
-            self.conns.remove(idlest)
-            idlest.evicted = True
-            idlest.abort()
         conn = _Conn()
-        self.conns.add(conn, client)
-        return conn
+        if self.conns.enter(
+            conn, client_of(peer), refused=self.refused, can_evict=_idle, evict=_evict
+        ):
+            return conn
+        return None
 
     def connected(self, conn: _Conn, handler: RequestHandler) -> None:
         self._by_handler[handler] = conn

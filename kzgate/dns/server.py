@@ -4,7 +4,7 @@ Only plumbing lives here: read a message, hand it to the engine with the time,
 send what comes back; a Forward is finished in a task once the upstreams reply.
 Every handler catches its own exceptions, so one bad packet (or an engine bug)
 costs one answer, never the listener. Works on any event loop; the daemon
-chooses uvloop.
+chooses uvloop (kzgate/loop.py).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 from kzgate.config import DnsConfig, DnsTcpConfig, HostPort
-from kzgate.connections import ConnectionTable, client_of
+from kzgate.connections import ConnectionTable, Tally, client_of
 from kzgate.dns.engine import Engine
-from kzgate.dns.fastpath import FAST, Address, FastModule
-from kzgate.dns.sockets import bind_udp_tcp
+from kzgate.dns.fastpath import FAST, FastModule
+from kzgate.dns.sockets import Closable, Listeners
 from kzgate.dns.types import Forward
 from kzgate.dns.upstream import Upstreams
+from kzgate.udp import Address, Reply, open_udp
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ def _idle(conn: _TcpConn) -> bool:
     return not conn.inflight  # nothing owed: closing it loses no answer
 
 
+def _close(conn: _TcpConn) -> None:
+    conn.writer.close()  # an idle one: nothing owed on it, a plain close
+
+
 class DnsServer:
     def __init__(
         self,
@@ -78,17 +82,14 @@ class DnsServer:
         self._fast = fast
         self._upstreams = upstreams
         self._listen = list(listen)
-        self._reuse_port = reuse_port
         self._limits = limits or Limits()
         self._tcp_limits = self._limits.tcp
         self._idle = self._tcp_limits.idle_timeout
-        self._udp: list[asyncio.DatagramTransport] = []
-        self._fast_udp: list[socket.socket] = []
-        self._tcp: list[asyncio.Server] = []
+        self._listeners = Listeners(
+            self._read_udp, self._tcp_client, reuse_port=reuse_port, big_rcvbuf=True, backlog=1024
+        )
         self._forwards: set[asyncio.Task[None]] = set()
-        self._pending_total = 0
-        self._pending: dict[str, int] = {}  # client -> queries waiting on upstreams
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._pending = Tally()  # queries waiting on upstreams, per client
         self._conns: ConnectionTable[_TcpConn] = ConnectionTable(
             self._tcp_limits.max_connections, self._tcp_limits.max_per_client
         )
@@ -105,50 +106,22 @@ class DnsServer:
             why = "is not built" if FAST is None else "is off for this worker (repeated crashes)"
             log.info("DNS over UDP in pure Python: the C fast path (kzgate.dns._fast) %s", why)
         try:
-            return [await self._bind(hp.host, hp.port) for hp in self._listen]
+            return await self._listeners.start(self._listen)
         except BaseException:
-            await self.close()
+            await self.close()  # and the forwards that datagrams may have started meanwhile
             raise
 
     async def close(self) -> None:
         self._closing = True
-        for server in self._tcp:
-            server.close()
-        for transport in self._udp:
-            transport.close()
-        for sock in self._fast_udp:
-            asyncio.get_running_loop().remove_reader(sock.fileno())
-            sock.close()
-        self._fast_udp = []
-        tasks = self._forwards | self._clients
-        for task in tasks:
+        await self._listeners.close()
+        for task in self._forwards:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._udp, self._tcp = [], []
+        await asyncio.gather(*self._forwards, return_exceptions=True)
 
-    async def _bind(self, host: str, port: int) -> tuple[str, int]:
-        udp, tcp = await bind_udp_tcp(host, port, reuse_port=self._reuse_port, big_rcvbuf=True)
-        bound = udp.getsockname()
-        loop = asyncio.get_running_loop()
-        try:
-            if self._fast is not None:
-                udp.setblocking(False)
-                loop.add_reader(udp.fileno(), self._udp_ready, udp)
-                self._fast_udp.append(udp)
-            else:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpListener(self), sock=udp
-                )
-                self._udp.append(transport)
-            self._tcp.append(await asyncio.start_server(self._tcp_client, sock=tcp, backlog=1024))
-        except BaseException:
-            if udp in self._fast_udp:
-                loop.remove_reader(udp.fileno())
-                self._fast_udp.remove(udp)
-            udp.close()
-            tcp.close()
-            raise
-        return bound[0], bound[1]
+    async def _read_udp(self, sock: socket.socket) -> Closable:
+        if self._fast is not None:
+            return _FastReader(sock, self._udp_ready)
+        return await open_udp(self.answer_udp, "DNS UDP listener", sock=sock)
 
     def _udp_ready(self, sock: socket.socket) -> None:
         """Datagrams wait: the C path answers what it can, the engine the rest."""
@@ -161,16 +134,16 @@ class DnsServer:
             self.log_error("UDP fast path")
             return
         for data, addr in rest or ():
-            self.answer_udp(data, functools.partial(_send, sock, addr=addr), addr[0])
+            self.answer_udp(data, addr, functools.partial(_send, sock, addr=addr))
 
-    def answer_udp(self, data: bytes, send: Callable[[bytes], None], peer: str) -> None:
-        """One UDP query from ``peer`` through the engine: answered now, or once upstreams reply."""
+    def answer_udp(self, data: bytes, addr: Address, send: Reply) -> None:
+        """One UDP query from ``addr`` through the engine: answered now, or once upstreams reply."""
         try:
             out = self._engine.on_query(data, time.monotonic())
             if isinstance(out, bytes):
                 send(out)
             elif out is not None:
-                self.forward(out, send, client_of(peer))
+                self.forward(out, send, client_of(addr[0]))
         except Exception:
             self.log_error("UDP query")
 
@@ -189,24 +162,17 @@ class DnsServer:
 
     def _reserve(self, client: str) -> bool:
         """Count one more query waiting on the upstreams, unless a limit says SERVFAIL now."""
-        if self._pending_total >= self._limits.max_pending:
+        if self._pending.total >= self._limits.max_pending:
             self._stats.refused("pending_upstream")
             return False
-        held = self._pending.get(client, 0)
-        if held >= self._limits.max_pending_per_client:
+        if self._pending.held_by(client) >= self._limits.max_pending_per_client:
             self._stats.refused("pending_per_client")
             return False
-        self._pending[client] = held + 1
-        self._pending_total += 1
+        self._pending.add(client)
         return True
 
     def _release(self, client: str) -> None:
-        self._pending_total -= 1
-        left = self._pending[client] - 1
-        if left:
-            self._pending[client] = left
-        else:
-            del self._pending[client]
+        self._pending.remove(client)
 
     async def _resolve(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
         try:
@@ -218,22 +184,14 @@ class DnsServer:
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         client = client_of(str(peer[0])) if peer else ""
-        reason, idlest = self._conns.admit(client, _idle)
-        if reason is not None:
-            self._stats.refused(reason)
+        conn = _TcpConn(writer)
+        # Full: the connection idle longest makes room (RFC 7766 6.2.3), so
+        # connections that sit or drip never lock out a new client.
+        if not self._conns.enter(
+            conn, client, refused=self._stats.refused, can_evict=_idle, evict=_close
+        ):
             writer.transport.abort()  # accepted and closed: the client can try another server
             return
-        if idlest is not None:
-            # Full: the connection idle longest makes room (RFC 7766 6.2.3), so
-            # connections that sit or drip never lock out a new client.
-            self._stats.refused("evicted")
-            self._conns.remove(idlest)
-            idlest.writer.close()  # nothing owed on it: a plain close
-        this = asyncio.current_task()
-        assert this is not None
-        conn = _TcpConn(writer)
-        self._conns.add(conn, client)
-        self._clients.add(this)
         try:
             await self._read_queries(reader, conn, client)
             if conn.inflight:  # the client said all it will say: answer what it asked
@@ -251,7 +209,6 @@ class DnsServer:
             for task in conn.inflight:
                 task.cancel()
             self._conns.remove(conn)
-            self._clients.discard(this)
             writer.close()  # flushes the last answers first...
             if writer.transport.get_write_buffer_size():
                 # ...but a client that never reads them must not keep the socket open
@@ -337,18 +294,16 @@ def _send(sock: socket.socket, answer: bytes, addr: Address) -> None:
         sock.sendto(answer, addr)
 
 
-class _UdpListener(asyncio.DatagramProtocol):
-    transport: asyncio.DatagramTransport
+class _FastReader:
+    """A bound UDP socket that the C fast path drains whenever the loop sees datagrams waiting."""
 
-    def __init__(self, server: DnsServer) -> None:
-        self._server = server
+    def __init__(self, sock: socket.socket, ready: Callable[[socket.socket], None]) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), ready, sock)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._server.answer_udp(data, functools.partial(self.transport.sendto, addr=addr), addr[0])
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for earlier answers (a client gone away): nothing to do
-        log.debug("UDP listener: %s", exc)
+    def close(self) -> None:
+        if self._sock.fileno() != -1:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()

@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 import errno
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kzgate.config import HostPort
 
 RCVBUF_BYTES = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 
@@ -47,6 +51,99 @@ async def bind_udp_tcp(
             raise
         return udp, tcp
     raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {host}")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+ReadUdp = Callable[[socket.socket], Awaitable[Closable]]  # starts reading a bound UDP socket
+ServeTcp = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """One address a server listens on: its UDP socket with what reads it, and its TCP server."""
+
+    address: tuple[str, int]
+    udp: socket.socket
+    reader: Closable  # closing it stops reading and closes ``udp``
+    tcp: asyncio.Server
+
+    def close(self) -> None:
+        self.tcp.close()
+        self.reader.close()
+
+
+class Listeners:
+    """Every address one DNS-speaking server listens on, over UDP and TCP, and its TCP clients.
+
+    ``close`` stops listening and ends every TCP connection still being served
+    (cancelling its ``serve_tcp``), so a server's own close has only its own
+    work left to end.
+    """
+
+    def __init__(
+        self,
+        read_udp: ReadUdp,
+        serve_tcp: ServeTcp,
+        *,
+        reuse_port: bool = False,
+        big_rcvbuf: bool = False,
+        backlog: int = 100,
+    ) -> None:
+        self._read_udp = read_udp
+        self._serve_tcp = serve_tcp
+        self._reuse_port = reuse_port
+        self._big_rcvbuf = big_rcvbuf
+        self._backlog = backlog
+        self.bound: list[Listening] = []
+        self._clients: set[asyncio.Task[Any]] = set()
+
+    async def start(self, listen: Sequence[HostPort]) -> list[tuple[str, int]]:
+        """Listen on every address, or on none: if one fails, all are closed again."""
+        try:
+            return [await self.listen(hp.host, hp.port) for hp in listen]
+        except BaseException:
+            await self.close()
+            raise
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Bind ``host``:``port`` over UDP and TCP and serve both; the address bound."""
+        udp, tcp = await bind_udp_tcp(
+            host, port, reuse_port=self._reuse_port, big_rcvbuf=self._big_rcvbuf
+        )
+        address = udp.getsockname()
+        reader: Closable | None = None
+        try:
+            reader = await self._read_udp(udp)
+            server = await asyncio.start_server(self._client, sock=tcp, backlog=self._backlog)
+        except BaseException:
+            if reader is not None:
+                reader.close()
+            udp.close()
+            tcp.close()
+            raise
+        self.bound.append(Listening((address[0], address[1]), udp, reader, server))
+        return address[0], address[1]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        this = asyncio.current_task()
+        assert this is not None
+        self._clients.add(this)
+        try:
+            await self._serve_tcp(reader, writer)
+        finally:
+            self._clients.discard(this)
+
+    async def close(self) -> None:
+        for listening in self.bound:
+            listening.close()
+        self.bound = []
+        clients = list(self._clients)
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
 
 
 def _bound(

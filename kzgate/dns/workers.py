@@ -46,6 +46,7 @@ from kzgate.dns.sockets import bind_udp_tcp, hand_over
 from kzgate.dns.telemetry import DnsSnapshot, WorkerCounts, total
 from kzgate.dns.types import BlockSettings
 from kzgate.enforce.dnsindex import DnsIndexEnforcer, apply_to_index
+from kzgate.loop import new_event_loop
 from kzgate.model import Diff, State
 from kzgate.policy import PolicyIndex
 
@@ -555,7 +556,8 @@ def _child(
         _release_inherited(keep, release)
         for where, (udp, tcp) in zip(setup.listen, setup.sockets, strict=True):
             hand_over(where.host, where.port, udp, tcp)
-        loop = _new_loop(uvloop=setup.engine == "c")
+        # not uvloop in a pure-Python worker: its point is to run no C on the data path
+        loop = new_event_loop(prefer_uvloop=setup.engine == "c")
         loop.run_until_complete(_serve_child(sock, setup))
     except BaseException:
         log.exception("DNS worker failed")
@@ -596,17 +598,6 @@ def _release_inherited(keep: set[int], also: Sequence[int]) -> None:
                 os.dup2(devnull, fd, inheritable=False)
     finally:
         os.close(devnull)
-
-
-def _new_loop(*, uvloop: bool) -> asyncio.AbstractEventLoop:
-    if uvloop:  # not in a pure-Python worker: its point is to run no C on the data path
-        try:
-            import uvloop as uv
-
-            return uv.new_event_loop()
-        except ImportError:
-            pass
-    return asyncio.new_event_loop()
 
 
 def _resolver(setup: _Setup) -> tuple[PolicyIndex, LocalDns]:

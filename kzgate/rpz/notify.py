@@ -14,7 +14,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import dns.exception
 import dns.flags
@@ -26,6 +25,7 @@ import dns.rrset
 import dns.tsig
 
 from kzgate.config import HostPort
+from kzgate.udp import Address, Receive, Reply, open_udp
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,11 @@ class Notifier:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, target: HostPort, soa: dns.rrset.RRset) -> None:
-        loop = asyncio.get_running_loop()
         replies: asyncio.Queue[bytes] = asyncio.Queue(MAX_REPLIES)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Replies(replies), remote_addr=(target.host, target.port)
+            # an ICMP error (the secondary is down) is only logged: the retries cover it
+            transport = await open_udp(
+                queue_replies(replies), f"RPZ NOTIFY to {target}", remote=(target.host, target.port)
             )
         except OSError as exc:
             log.warning("RPZ NOTIFY to %s: %s", target, exc)
@@ -145,13 +145,11 @@ async def _acked(
     return False
 
 
-class _Replies(asyncio.DatagramProtocol):
-    def __init__(self, queue: asyncio.Queue[bytes]) -> None:
-        self._queue = queue
+def queue_replies(queue: asyncio.Queue[bytes]) -> Receive:
+    """Put each reply in ``queue``; when it is full, drop it, as a full socket would."""
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        with contextlib.suppress(asyncio.QueueFull):  # full: dropped, as a full socket would
-            self._queue.put_nowait(data)
+    def receive(data: bytes, addr: Address, reply: Reply) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(data)
 
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP port unreachable: the secondary is down; the retries cover it
+    return receive

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
-from typing import Any, cast
 
 from kzgate.config import RpzConfig
 from kzgate.connections import ConnectionTable, client_of
-from kzgate.dns.sockets import bind_udp_tcp
+from kzgate.dns.sockets import Listeners
 from kzgate.metrics import Refusals
 from kzgate.rpz.answer import Answer, allowed
+from kzgate.udp import Address, Reply, open_udp
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def _unserved(conn: _Conn) -> bool:
     return not conn.served and not conn.streaming
 
 
+def _abort(conn: _Conn) -> None:
+    conn.writer.transport.abort()
+
+
 class XfrServer:
     """Only hosts in ``allow_transfer`` get a connection slot; each holds a bounded share.
 
@@ -60,9 +65,7 @@ class XfrServer:
         self._idle = cfg.idle_timeout
         self._respond = respond
         self._done = done
-        self._udp: list[asyncio.DatagramTransport] = []
-        self._tcp: list[asyncio.Server] = []
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._listeners = Listeners(self._read_udp, self._client)
         self._conns: ConnectionTable[_Conn] = ConnectionTable(
             cfg.max_connections, cfg.max_per_client
         )
@@ -70,39 +73,15 @@ class XfrServer:
         self.refusals = Refusals()
 
     async def start(self) -> list[tuple[str, int]]:
-        try:
-            return [await self._bind(hp.host, hp.port) for hp in self._listen]
-        except BaseException:
-            await self.close()
-            raise
+        return await self._listeners.start(self._listen)
 
     async def close(self) -> None:
-        for server in self._tcp:
-            server.close()
-        for transport in self._udp:
-            transport.close()
-        for task in self._clients:
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
-        self._udp, self._tcp = [], []
+        await self._listeners.close()
 
-    async def _bind(self, host: str, port: int) -> tuple[str, int]:
-        udp, tcp = await bind_udp_tcp(host, port)
-        bound = udp.getsockname()
-        try:
-            loop = asyncio.get_running_loop()
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
-            self._udp.append(transport)
-            self._tcp.append(await asyncio.start_server(self._client, sock=tcp))
-        except BaseException:
-            udp.close()
-            tcp.close()
-            raise
-        return bound[0], bound[1]
+    async def _read_udp(self, sock: socket.socket) -> asyncio.DatagramTransport:
+        return await open_udp(self.udp_query, "RPZ UDP listener", sock=sock)
 
-    def udp_query(
-        self, data: bytes, addr: tuple[Any, ...], transport: asyncio.DatagramTransport
-    ) -> None:
+    def udp_query(self, data: bytes, addr: Address, reply: Reply) -> None:
         if not allowed(addr[0], self._acl):
             self.refusals("acl")  # not even parsed: a flood from outside costs little
             return
@@ -110,7 +89,7 @@ class XfrServer:
             ans = self._respond(data, addr[0], False)
             if ans is not None:
                 for message in ans.messages:
-                    transport.sendto(message, addr)
+                    reply(message)
                 self._done(ans.kind, ans.outcome)
         except Exception:
             log.exception("RPZ UDP query failed")
@@ -121,21 +100,12 @@ class XfrServer:
             self.refusals("acl")  # closed before it can hold a slot or send a byte we read
             writer.transport.abort()
             return
-        client = client_of(peer)
-        reason, unserved = self._conns.admit(client, _unserved)
-        if reason is not None:
-            self.refusals(reason)
+        conn = _Conn(writer)
+        if not self._conns.enter(
+            conn, client_of(peer), refused=self.refusals, can_evict=_unserved, evict=_abort
+        ):
             writer.transport.abort()
             return
-        if unserved is not None:
-            self.refusals("evicted")
-            self._conns.remove(unserved)
-            unserved.writer.transport.abort()
-        this = asyncio.current_task()
-        assert this is not None
-        conn = _Conn(writer)
-        self._conns.add(conn, client)
-        self._clients.add(this)
         try:
             await self._serve(reader, conn, peer)
         except (asyncio.IncompleteReadError, ConnectionError, _Cut):
@@ -146,7 +116,6 @@ class XfrServer:
             log.exception("RPZ transfer connection failed")
         finally:
             self._conns.remove(conn)
-            self._clients.discard(this)
             if writer.transport.get_write_buffer_size():
                 writer.transport.abort()  # a stalled secondary: do not wait to flush
             else:
@@ -227,19 +196,3 @@ class XfrServer:
 
 def _is_transfer(ans: Answer) -> bool:
     return ans.outcome == "ok" and ans.kind in ("axfr", "ixfr")
-
-
-class _Udp(asyncio.DatagramProtocol):
-    transport: asyncio.DatagramTransport
-
-    def __init__(self, server: XfrServer) -> None:
-        self._server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self._server.udp_query(data, addr, self.transport)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("RPZ UDP listener: %s", exc)

@@ -481,6 +481,6 @@ async def test_reuse_port_lets_two_servers_share_a_port(make: Make) -> None:
 async def test_udp_receive_buffer_is_enlarged(resolver: Resolver) -> None:
     rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
     server = resolver.server
-    sock = server._fast_udp[0] if server._fast_udp else server._udp[0].get_extra_info("socket")
+    sock = server._listeners.bound[0].udp
     # Linux reports twice what was set; without CAP_NET_ADMIN it is capped at rmem_max.
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 2 * min(4 << 20, rmem_max)

@@ -260,10 +260,10 @@ async def test_transfers_beyond_the_cap_wait_their_turn(
 
 
 async def test_a_notify_reply_flood_is_bounded() -> None:
-    from kzgate.rpz.notify import MAX_REPLIES, _Replies
+    from kzgate.rpz.notify import MAX_REPLIES, queue_replies
 
     queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_REPLIES)
-    protocol = _Replies(queue)
+    receive = queue_replies(queue)
     for _ in range(10 * MAX_REPLIES):  # forged replies faster than they are read
-        protocol.datagram_received(b"junk", ("127.0.0.1", 53))
+        receive(b"junk", ("127.0.0.1", 53), lambda answer: None)
     assert queue.qsize() == MAX_REPLIES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kzgate.connections import EVICT_SCAN, ConnectionTable, client_of
+from kzgate.connections import EVICT_SCAN, ConnectionTable, Tally, client_of
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,38 @@ def test_remove_is_idempotent_and_frees_the_client() -> None:
     table.remove("x")
     table.touch("x")  # a connection already gone: nothing happens
     assert len(table) == 0 and table.held_by("a") == 0 and "x" not in table
+
+
+def test_enter_counts_each_refusal_and_evicts_before_it_adds() -> None:
+    table: ConnectionTable[str] = ConnectionTable(max_total=2, max_per_client=1)
+    refusals: list[str] = []
+    evicted: list[str] = []
+
+    def enter(conn: str, client: str, can_evict: bool = True) -> bool:
+        return table.enter(
+            conn,
+            client,
+            refused=refusals.append,
+            can_evict=lambda c: can_evict,
+            evict=evicted.append,
+        )
+
+    assert enter("x", "a") and enter("y", "b")
+    assert not enter("x2", "a")  # a's cap
+    assert not enter("z", "c", can_evict=False)  # full, nobody may go
+    assert (refusals, evicted, list(table)) == (["per_client", "connections"], [], ["x", "y"])
+    assert enter("z", "c")  # full: x, the least recently active, makes room
+    assert (refusals[-1], evicted, list(table)) == ("evicted", ["x"], ["y", "z"])
+    assert table.held_by("a") == 0 and table.held_by("c") == 1
+
+
+def test_a_tally_forgets_a_client_that_holds_nothing() -> None:
+    tally = Tally()
+    tally.add("a")
+    tally.add("a")
+    tally.add("b")
+    assert (tally.total, tally.held_by("a"), tally.held_by("b")) == (3, 2, 1)
+    tally.remove("a")
+    tally.remove("b")
+    assert (tally.total, tally.held_by("a"), tally.held_by("b")) == (1, 1, 0)
+    assert tally._held == {"a": 1}  # no zero count left behind by a client that went
