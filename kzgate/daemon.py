@@ -21,7 +21,6 @@ import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kzgate import __version__, sdnotify
 from kzgate.api.app import READY, make_app
@@ -196,16 +195,15 @@ class Daemon:
             raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
     def _metrics_app(self) -> web.Application:
-        registry = self.metrics.registry
-        pipeline, enforcers = self.pipeline, self.enforcers
+        metrics, pipeline, enforcers = self.metrics, self.pipeline, self.enforcers
 
         async def scrape(request: web.Request) -> web.Response:
             if pipeline is not None:
                 await pipeline.reader.refresh(pipeline.trust.issuers())
             if enforcers is not None:
                 await enforcers.refresh()  # e.g. the DNS workers' counters as of now
-            body = generate_latest(registry)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+            body, content_type = metrics.exposition()
+            return web.Response(body=body, headers={"Content-Type": content_type})
 
         async def status(request: web.Request) -> web.Response:
             return web.json_response(self.live_status())

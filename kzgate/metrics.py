@@ -20,15 +20,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     InfoMetricFamily,
-    Metric,
 )
-from prometheus_client.registry import Collector
+
+# Re-exported: the rest of kzgate speaks to the client library only through this module.
+from prometheus_client.core import Metric as Metric
+from prometheus_client.registry import Collector as Collector
 from prometheus_client.utils import floatToGoString
 
 from kzgate import __version__
@@ -332,3 +334,7 @@ class Metrics:
     def register(self, *collectors: Collector) -> None:
         for collector in collectors:
             self.registry.register(collector)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format of every registered family, and its Content-Type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -12,9 +12,6 @@ import bisect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
-
 from kzgate.dns.types import VERDICTS, DnsStats
 from kzgate.metrics import (
     DNS_CACHE_HITS,
@@ -23,6 +20,8 @@ from kzgate.metrics import (
     DNS_WORKER_CRASHES,
     DNS_WORKERS,
     UPSTREAM_BUCKETS,
+    Collector,
+    Metric,
 )
 
 

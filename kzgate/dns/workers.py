@@ -38,8 +38,6 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from prometheus_client.registry import Collector
-
 from kzgate.config import Config, DnsConfig, HostPort
 from kzgate.dns.crashes import EngineKind, Refork, WorkerHealth
 from kzgate.dns.fastpath import FAST, DictNameTable
@@ -49,6 +47,7 @@ from kzgate.dns.telemetry import DnsCollector, DnsSnapshot, WorkerCollector, Wor
 from kzgate.dns.types import BlockSettings
 from kzgate.enforce.base import Enforcer, Listener, StartError
 from kzgate.enforce.dnsindex import DnsIndexEnforcer, apply_to_index
+from kzgate.metrics import Collector
 from kzgate.model import Diff, State
 from kzgate.policy import PolicyIndex
 

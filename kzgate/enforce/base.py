@@ -58,9 +58,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client.registry import Collector
-
 from kzgate.config import Config
+from kzgate.metrics import Collector
 from kzgate.model import Diff, State
 
 

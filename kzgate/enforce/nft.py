@@ -27,13 +27,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Network
 
-from prometheus_client.registry import Collector
-
 from kzgate.config import NftConfig
 from kzgate.enforce import nftmsg
 from kzgate.enforce.base import Enforcer, StartError
 from kzgate.enforce.netns import nft_command, run_in_netns
-from kzgate.metrics import NFT_DROPPED_PACKETS, NFT_ELEMENTS, Reading, by_label
+from kzgate.metrics import NFT_DROPPED_PACKETS, NFT_ELEMENTS, Collector, Reading, by_label
 from kzgate.model import Diff, InstructionRef, State, diff_between
 from kzgate.names import IPNetwork
 

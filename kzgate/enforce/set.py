@@ -16,8 +16,6 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any
 
-from prometheus_client.registry import Collector
-
 from kzgate.config import Config
 from kzgate.enforce.base import Enforcer, Listener
 from kzgate.enforce.notenforced import NotEnforced, for_targets
@@ -25,6 +23,7 @@ from kzgate.metrics import (
     ENFORCER_DRIFT_REPAIRS,
     ENFORCER_ERRORS,
     NOT_ENFORCED_TARGETS,
+    Collector,
     Counts,
     Reading,
     by_label,

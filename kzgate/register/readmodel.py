@@ -10,9 +10,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.registry import Collector
-
-from kzgate.metrics import INSTRUCTIONS_ACTIVE, SEQ_GAPS, TARGETS_ACTIVE, Reading, by_label
+from kzgate.metrics import (
+    INSTRUCTIONS_ACTIVE,
+    SEQ_GAPS,
+    TARGETS_ACTIVE,
+    Collector,
+    Reading,
+    by_label,
+)
 from kzgate.model import TARGET_KINDS, InstructionRef
 from kzgate.names import IPNetwork
 from kzgate.register.store import Register

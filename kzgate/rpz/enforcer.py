@@ -18,10 +18,10 @@ from pathlib import Path
 
 import dns.name
 import dns.tsig
-from prometheus_client.registry import Collector
 
 from kzgate.config import Config, RpzConfig
 from kzgate.enforce.base import Enforcer, Listener, StartError
+from kzgate.metrics import Collector
 from kzgate.model import Diff, State
 from kzgate.rpz.answer import Answer, answer, soa_rrset
 from kzgate.rpz.journal import Journal

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import product
 
-from prometheus_client.registry import Collector
-
-from kzgate.metrics import RPZ_NOTIFY, RPZ_SERIAL, RPZ_TRANSFERS, Counts, Reading
+from kzgate.metrics import RPZ_NOTIFY, RPZ_SERIAL, RPZ_TRANSFERS, Collector, Counts, Reading
 
 TRANSFER_TYPES = ("axfr", "ixfr")
 TRANSFER_OUTCOMES = ("ok", "refused", "error")
