@@ -32,7 +32,7 @@ from kzgate.model import Diff, InstructionRef, State, Target
 
 log = logging.getLogger("kzgate.enforce")
 
-APPLY_TIMEOUT_SECONDS = 30.0
+APPLY_TIMEOUT_SECONDS = 30.0  # per enforcer, per apply or reconcile
 REPAIR_INTERVAL_SECONDS = 1.0
 LOGGED_VALUES = 5  # target values named in one log line; the count says how many in all
 
@@ -149,7 +149,8 @@ class EnforcerSet:
             if enforcer.name in self.dirty:
                 continue  # its next reconcile includes this diff
             try:
-                await asyncio.wait_for(enforcer.apply(diff), self.apply_timeout)
+                async with asyncio.timeout(self.apply_timeout):
+                    await enforcer.apply(diff)
             except Exception:
                 log.exception("enforcer %s failed to apply a diff; reconciling", enforcer.name)
                 self.errors.inc(enforcer.name)
@@ -197,7 +198,8 @@ class EnforcerSet:
         self.not_enforced.reset(enforcer, state)
         requested = self._repair_requests.get(enforcer.name, 0)
         try:
-            fixed = await asyncio.wait_for(enforcer.reconcile(state), self.apply_timeout)
+            async with asyncio.timeout(self.apply_timeout):
+                fixed = await enforcer.reconcile(state)
         except Exception:
             log.exception("enforcer %s failed to reconcile", enforcer.name)
             self.errors.inc(enforcer.name)
@@ -215,9 +217,12 @@ class EnforcerSet:
 
     async def _repair_loop(self) -> None:
         while True:
-            # Woken at once by request_repair, else retried on a timer.
+            # Woken at once by request_repair, else retried on a timer. Not
+            # wait_for: on 3.11 it loses a cancel that meets a report, and then
+            # close() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), REPAIR_INTERVAL_SECONDS)
+                async with asyncio.timeout(REPAIR_INTERVAL_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.repair()
