@@ -15,7 +15,7 @@ class Recording(Enforcer):
 
     Knobs: ``fail_applies``/``fail_reconciles`` (that many calls raise), ``hang``
     (apply never returns), ``fail_start``, ``uncarry`` (domains it cannot carry),
-    ``delay`` (seconds each apply takes, yielding to the loop).
+    ``delay`` (seconds each apply takes, yielding to the loop; a callable: asked each time).
     """
 
     def __init__(
@@ -30,7 +30,7 @@ class Recording(Enforcer):
         self.fail_reconciles = 0
         self.fail_start = False
         self.hang = False
-        self.delay = 0.0
+        self.delay: float | Callable[[], float] = 0.0
         self.on_drift: Callable[[], None] | None = None
         self.reloaded: list[tuple[Config, tuple[str, ...]]] = []
 
@@ -53,8 +53,9 @@ class Recording(Enforcer):
         if self.fail_applies:
             self.fail_applies -= 1
             raise OSError(f"{self.name} is down")
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.delay() if callable(self.delay) else self.delay
+        if delay:
+            await asyncio.sleep(delay)
         domains = {d: r for d, r in self.held.domains.items() if d not in diff.domains_removed}
         prefixes = {p: r for p, r in self.held.prefixes.items() if p not in diff.prefixes_removed}
         domains.update(diff.domains_added)

@@ -140,7 +140,9 @@ async def test_diffs_reach_the_enforcers_in_the_order_the_register_committed_the
             await asyncio.sleep(jitter.random() / 100)
             await pipeline.submit(body)
 
-        slow.delay = 0.005  # each apply yields: without the lock, applies would interleave
+        # Each apply yields for a while of its own: without the lock, a later diff
+        # would overtake an earlier one.
+        slow.delay = lambda: jitter.random() / 50
         await asyncio.gather(*(push(body) for body in bodies))
         applied = [next(iter(diff.domains_added)) for diff in slow.applied]
         rows = await pipeline.reader.instructions(
