@@ -2,8 +2,13 @@
 
 Order matters, and each step says why it sits where it does:
 config → register (the truth; nothing starts if it cannot be read) → keys →
-enforcers reconciled to the register (so nothing is served from a stale policy)
-→ listeners bound → READY to systemd → serve until a signal → drain → close.
+enforcers started and reconciled to the register, the DNS index before the
+DNS workers (so nothing is served from a stale policy) → enforcers serve (DNS
+workers forked from the reconciled index; the RPZ listener bound only once its
+zone holds the register's state) → API and metrics listeners bound → READY to
+systemd → serve until a signal → drain → close (nftables elements stay: fail
+closed). Which enforcers there are, and their own steps, is enforce/base.py's
+lifecycle and wiring.py's list: nothing here names one.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kzgate import __version__, sdnotify
 from kzgate.api.app import READY, make_app
@@ -24,23 +28,18 @@ from kzgate.api.ratelimit import RateLimiter
 from kzgate.api.server import HttpLimits, limited_runner, start_site
 from kzgate.api.tls import server_context
 from kzgate.config import Config, ConfigError, HostPort, load_config
-from kzgate.dns.local import block_settings
-from kzgate.dns.telemetry import DnsCollector, WorkerCollector
-from kzgate.dns.workers import WorkerPool, WorkerStartError
-from kzgate.enforce.base import Enforcer
-from kzgate.enforce.dnsindex import DnsIndexEnforcer
-from kzgate.enforce.dryrun import DryRunEnforcer
-from kzgate.enforce.nft import NftEnforcer, NftError
+from kzgate.enforce.base import StartError
+from kzgate.enforce.set import EnforcerSet
 from kzgate.keys import KeyFileError, load_private_key, load_public_key
 from kzgate.logs import setup_logging
 from kzgate.memory import settle_after_start
-from kzgate.metrics import Metrics, NftCollector
+from kzgate.metrics import Metrics
 from kzgate.pipeline import Pipeline
 from kzgate.policy import PolicyIndex
 from kzgate.protocol.trust import IssuerKey, TrustStore
 from kzgate.register.store import Register
 from kzgate.reload import plan_reload
-from kzgate.rpz.enforcer import RpzEnforcer, RpzError
+from kzgate.wiring import build_enforcers
 
 log = logging.getLogger("kzgate.daemon")
 
@@ -70,11 +69,9 @@ class Daemon:
     metrics: Metrics = field(default_factory=Metrics)
     index: PolicyIndex = field(default_factory=PolicyIndex)
     pipeline: Pipeline | None = None
+    enforcers: EnforcerSet | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
-    dns: WorkerPool | None = None
-    nft: NftEnforcer | None = None
-    rpz: RpzEnforcer | None = None
     limiter: RateLimiter | None = None
     _watchdog: asyncio.Task[None] | None = None
 
@@ -89,43 +86,38 @@ class Daemon:
             register.close()
             raise
         try:
-            enforcers = await self._enforcers()
-        except BaseException:
+            self.enforcers = build_enforcers(cfg, index=self.index)
+        except StartError as exc:
             register.close()
-            if self.dns is not None:
-                await self.dns.close()  # its sockets, bound already
-            raise
+            raise StartupError(str(exc)) from None
         self.pipeline = Pipeline(
             register=register,
-            enforcers=enforcers,
+            enforcers=self.enforcers,
             trust=trust,
             operator_id=cfg.operator.id,
             receipt_key=receipt_key,
             metrics=self.metrics,
         )
-        # Reconcile before serving: a query or a lookup must never see an empty policy.
-        # This also forks the DNS workers, from the reconciled index.
-        await self.pipeline.start()
-        if self.dns is not None and not self.dns.started:
-            raise StartupError(f"dns: {self.dns.start_error or 'workers did not start'}")
-        if self.rpz is not None:
-            # Bound only now: a secondary must never transfer the zone before it
-            # holds the register's state (that would briefly lift every block).
-            try:
-                self.bound["rpz"] = (await self.rpz.start())[0]
-            except OSError as exc:
-                raise StartupError(f"cannot listen for rpz: {exc.strerror or exc}") from None
-            # The start-up reconcile's NOTIFY went out before we listened: say it again.
-            self.rpz.announce()
-            self.metrics.refusals.watch("rpz", self.rpz.server.refusals.read)
-        if self.dns is not None:
-            self.bound["dns"] = self.dns.bound[0]
-            dns = self.dns
-            self.metrics.registry.register(DnsCollector(dns.snapshot))
-            self.metrics.registry.register(WorkerCollector(dns.counts))
-            self.metrics.refusals.watch("dns", lambda: dns.snapshot().refusals)
+        try:
+            # Reconcile before serving: a query or a lookup must never see an empty policy.
+            await self.pipeline.start()
+            # Then serve: DNS workers are forked from the reconciled index; a secondary
+            # must never transfer the zone before it holds the register's state.
+            await self.enforcers.serve()
+        except StartError as exc:
+            await self.pipeline.close()  # the enforcers started so far, and the register
+            self.pipeline = None
+            raise StartupError(str(exc)) from None
+        for name, listener in self.enforcers.listeners().items():
+            self.bound[name] = listener.address
+            self.metrics.refusals.watch(name, listener.refusals)
         self.limiter = RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst)
-        api = make_app(self.pipeline, max_body_bytes=cfg.api.max_body_bytes, limiter=self.limiter)
+        api = make_app(
+            self.pipeline,
+            self.pipeline.reader,
+            max_body_bytes=cfg.api.max_body_bytes,
+            limiter=self.limiter,
+        )
         tls = server_context(cfg.api.tls_cert, cfg.api.tls_key, cfg.api.client_ca)
         api_limits = HttpLimits.of_api(cfg.api)
         self.bound["api"] = await self._serve("api", api, cfg.api.listen, api_limits, tls)
@@ -170,10 +162,8 @@ class Daemon:
         assert self.pipeline is not None
         self.pipeline.trust = trust
         merged = plan.merged
-        if self.dns is not None:
-            await self.dns.set_settings(block_settings(merged.dns))
-            if "dns.upstreams" in plan.live:
-                await self.dns.set_upstreams(merged.dns.upstreams)
+        if self.enforcers is not None:
+            await self.enforcers.reload(merged, plan.live)
         if self.limiter is not None:
             self.limiter.per_second = merged.api.rate_limit.per_second
             self.limiter.burst = merged.api.rate_limit.burst
@@ -186,53 +176,6 @@ class Daemon:
             ", ".join(plan.restart) or "nothing",
         )
         return True
-
-    async def _enforcers(self) -> list[Enforcer]:
-        cfg = self.cfg
-        # The index first: DNS workers are forked from it, so it must already
-        # hold a diff when the pool passes that diff on.
-        enforcers: list[Enforcer] = [DnsIndexEnforcer(self.index)]
-        if cfg.dns.enabled:
-            # DNS is served only by worker processes, so that a crash in its data
-            # plane costs one worker, never intake, the register, nftables or RPZ.
-            # Their sockets are bound here and stay with this process (workers.py).
-            self.dns = WorkerPool(self.index, cfg.dns)
-            try:
-                await self.dns.bind()
-            except WorkerStartError as exc:
-                raise StartupError(f"dns: {exc}") from None
-            enforcers.append(self.dns)
-        if cfg.rpz.enabled:
-            try:
-                self.rpz = RpzEnforcer(
-                    cfg.rpz,
-                    block_mode=cfg.dns.block_mode,
-                    sinkhole_ipv4=cfg.dns.sinkhole_ipv4,
-                    sinkhole_ipv6=cfg.dns.sinkhole_ipv6,
-                    metrics_registry=self.metrics.registry,
-                    serial_file=cfg.register.path.with_name(cfg.register.path.name + ".rpz-serial"),
-                )
-            except RpzError as exc:
-                raise StartupError(f"{cfg.source}: rpz: {exc}") from None
-            enforcers.append(self.rpz)
-        if not cfg.nftables.enabled:
-            enforcers.append(DryRunEnforcer())  # logs what IP targets would do
-            return enforcers
-        self.nft = NftEnforcer(cfg.nftables, on_drift=self._nft_drifted)
-        try:
-            await self.nft.start()
-        except (NftError, OSError) as exc:
-            raise StartupError(f"{cfg.source}: nftables: {exc}") from None
-        self.metrics.registry.register(
-            NftCollector(self.nft.element_counts, self.nft.drop_counters)
-        )
-        enforcers.append(self.nft)
-        return enforcers
-
-    def _nft_drifted(self) -> None:
-        # Someone changed our table or sets: rewrite them from the register, now.
-        if self.pipeline is not None:
-            self.pipeline.request_repair("nft")
 
     async def _serve(
         self,
@@ -252,16 +195,15 @@ class Daemon:
             raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
     def _metrics_app(self) -> web.Application:
-        registry = self.metrics.registry
-        pipeline = self.pipeline
+        metrics, pipeline, enforcers = self.metrics, self.pipeline, self.enforcers
 
         async def scrape(request: web.Request) -> web.Response:
             if pipeline is not None:
-                await pipeline.refresh_stored_state()
-            if self.dns is not None:
-                await self.dns.refresh()  # the workers' counters as of now
-            body = generate_latest(registry)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+                await pipeline.reader.refresh(pipeline.trust.issuers())
+            if enforcers is not None:
+                await enforcers.refresh()  # e.g. the DNS workers' counters as of now
+            body, content_type = metrics.exposition()
+            return web.Response(body=body, headers={"Content-Type": content_type})
 
         async def status(request: web.Request) -> web.Response:
             return web.json_response(self.live_status())
@@ -273,29 +215,17 @@ class Daemon:
 
     def live_status(self) -> dict[str, object]:
         """The daemon's own view, for `kzgate status` (served on the metrics listener)."""
-        enforcers: dict[str, str] = {}
-        if self.pipeline is not None:
-            dirty = self.pipeline.dirty
-            enforcers = {
-                e.name: "repairing" if e.name in dirty else "ok" for e in self.pipeline.enforcers
-            }
         out: dict[str, object] = {
             "version": __version__,
             "ready": "api" in self.bound,
-            "enforcers": enforcers,
+            "enforcers": {},
             "listening": {k: f"{h}:{p}" for k, (h, p) in self.bound.items()},
         }
-        if self.nft is not None:
-            try:
-                drops = self.nft.drop_counters()
-            except Exception:
-                drops = {}
-            out["nft"] = {"elements": self.nft.element_counts(), "dropped_packets": drops}
-        if self.pipeline is not None:
+        if self.enforcers is not None:
+            out["enforcers"] = self.enforcers.health()
             # per enforcer that leaves targets out: {"count": n, "targets": [the first 20]}
-            out["not_enforced"] = self.pipeline.not_enforced_summary()
-        if self.dns is not None:
-            out["dns"] = self.dns.status()
+            out["not_enforced"] = self.enforcers.not_enforced_summary()
+            out.update(self.enforcers.status())  # e.g. "nft", "dns"
         return out
 
     async def stop(self) -> None:
@@ -307,15 +237,11 @@ class Daemon:
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()
-        if self.dns is not None:
-            await self.dns.close()
-            self.dns = None
         if self.pipeline is not None:
+            # Every enforcer, then the register. The nftables table and its
+            # elements stay: fail closed.
             await self.pipeline.close()
-        if self.nft is not None:
-            await self.nft.close()  # the table and its elements stay: fail closed
-        if self.rpz is not None:
-            await self.rpz.close()
+            self.pipeline = None
 
 
 async def serve(cfg: Config) -> None:

@@ -1,26 +1,194 @@
-"""Every metric kzgate exports, defined once, with bounded labels only.
+"""Every metric kzgate exports, declared once here, and the one way values reach them.
 
-Gauges that describe stored state are not set by the code paths that change
-it: a collector reads them at scrape time from a snapshot callable, so they can
-never drift from the register.
+The pattern: each family (name, help, type, labels) is declared in this module
+and nowhere else; names and labels are a contract (DESIGN.md, "Metrics").
+Values are plain numbers kept by whoever knows them: counted on the event loop
+(``Counts``, ``Timings``), or read at scrape time from where they live
+(``Reading``: the register, the kernel, the DNS workers' reports). A component
+hands its collectors over through its ``collectors()`` method (an enforcer's
+is part of its lifecycle, enforce/base.py); the daemon registers them. So a
+gauge of stored state can never drift from the store, and the hot paths bump
+ints, never a client library's locks.
+
+Labels take bounded values only: never a domain or an address.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+import bisect
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    Info,
-    disable_created_metrics,
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+
+# Re-exported: the rest of kzgate speaks to the client library only through this module.
+from prometheus_client.core import Metric as Metric
+from prometheus_client.registry import Collector as Collector
+from prometheus_client.utils import floatToGoString
 
 from kzgate import __version__
+
+Kind = Literal["counter", "gauge", "histogram", "info"]
+Labels = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family of the contract. A counter's name is given without ``_total``."""
+
+    name: str
+    help: str
+    kind: Kind
+    labels: Labels = ()
+    buckets: tuple[float, ...] = ()  # a histogram's upper bounds; +Inf is implied
+
+    def metric(self, values: Mapping[Labels, float]) -> Metric:
+        """The family with one sample per label tuple (counter or gauge), in the given order."""
+        out: CounterMetricFamily | GaugeMetricFamily
+        if self.kind == "counter":
+            out = CounterMetricFamily(self.name, self.help, labels=self.labels)
+        elif self.kind == "gauge":
+            out = GaugeMetricFamily(self.name, self.help, labels=self.labels)
+        else:
+            raise TypeError(f"{self.name} is a {self.kind}, not a counter or gauge")
+        for labels, value in values.items():
+            out.add_metric(list(labels), value)
+        return out
+
+    def histogram(self, values: Mapping[Labels, tuple[Sequence[int], float]]) -> Metric:
+        """The family from per-bucket counts (not cumulative; the last is +Inf) and a sum."""
+        if self.kind != "histogram":
+            raise TypeError(f"{self.name} is a {self.kind}, not a histogram")
+        out = HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        bounds = [*map(floatToGoString, self.buckets), "+Inf"]
+        for labels, (counts, total) in values.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, counts, strict=True):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            out.add_metric(list(labels), buckets, total)
+        return out
+
+    def info(self, value: Mapping[str, str]) -> Metric:
+        if self.kind != "info":
+            raise TypeError(f"{self.name} is a {self.kind}, not an info")
+        return InfoMetricFamily(self.name, self.help, value=dict(value))
+
+
+APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# -- the contract --------------------------------------------------------------------
+
+# intake (pipeline.py)
+TASKS = Family(
+    "kzgate_tasks",
+    "Tasks received, by type and outcome (applied, accepted, pending, cancelled, "
+    "duplicate, or the error code).",
+    "counter",
+    ("type", "outcome"),
+)
+TASK_APPLY_SECONDS = Family(
+    "kzgate_task_apply_seconds",
+    "Time from receiving a task to its enforcement in every backend.",
+    "histogram",
+    buckets=APPLY_BUCKETS,
+)
+BUILD = Family("kzgate_build", "kzgate build information.", "info")
+
+# the register, read at scrape time (register/readmodel.py)
+INSTRUCTIONS_ACTIVE = Family(
+    "kzgate_instructions_active", "Instructions in force (stored, not resumed).", "gauge"
+)
+TARGETS_ACTIVE = Family(
+    "kzgate_targets_active", "Targets of active instructions, by kind.", "gauge", ("kind",)
+)
+SEQ_GAPS = Family(
+    "kzgate_seq_gaps", "Sequence numbers not yet received, per issuer.", "gauge", ("issuer",)
+)
+
+# every enforcer (enforce/set.py)
+ENFORCER_ERRORS = Family(
+    "kzgate_enforcer_errors", "Failed applies or reconciliations.", "counter", ("enforcer",)
+)
+ENFORCER_DRIFT_REPAIRS = Family(
+    "kzgate_enforcer_drift_repairs",
+    "Reconciliations that found and repaired a difference.",
+    "counter",
+    ("enforcer",),
+)
+NOT_ENFORCED_TARGETS = Family(
+    "kzgate_not_enforced_targets",
+    "Active targets an enforcer cannot represent and leaves out (the other "
+    "enforcers still enforce them), by enforcer.",
+    "gauge",
+    ("enforcer",),
+)
+
+# every listener (the API's, the metrics', DNS, RPZ)
+LISTENER_REFUSALS = Family(
+    "kzgate_listener_refusals",
+    "Connections, requests and queries a listener's limits refused or cut off.",
+    "counter",
+    ("listener", "reason"),
+)
+
+# DNS (dns/telemetry.py, from the workers' reports)
+DNS_QUERIES = Family(
+    "kzgate_dns_queries", "DNS queries answered, by verdict.", "counter", ("verdict",)
+)
+DNS_CACHE_HITS = Family("kzgate_dns_cache_hits", "DNS answers served from the cache.", "counter")
+DNS_UPSTREAM_SECONDS = Family(
+    "kzgate_dns_upstream_seconds",
+    "Round trip to the upstream resolvers.",
+    "histogram",
+    buckets=UPSTREAM_BUCKETS,
+)
+DNS_WORKER_CRASHES = Family(
+    "kzgate_dns_worker_crashes",
+    "DNS worker processes that died unasked (each is forked again).",
+    "counter",
+)
+DNS_WORKERS = Family(
+    "kzgate_dns_workers",
+    "DNS worker processes by engine: c (the C fast path in front of the Python "
+    "engine) or python (pure Python: not built, or after repeated crashes).",
+    "gauge",
+    ("engine",),
+)
+
+# nftables (enforce/nft.py)
+NFT_ELEMENTS = Family(
+    "kzgate_nft_elements", "Prefixes in kzgate's nftables sets.", "gauge", ("family",)
+)
+NFT_DROPPED_PACKETS = Family(
+    "kzgate_nft_dropped_packets",
+    "Packets dropped (or rejected) by kzgate's rules, by family.",
+    "counter",
+    ("family",),
+)
+
+# the RPZ primary (rpz/metrics.py)
+RPZ_SERIAL = Family("kzgate_rpz_serial", "SOA serial of the RPZ zone.", "gauge")
+RPZ_TRANSFERS = Family(
+    "kzgate_rpz_transfers",
+    "Zone transfers answered, by format served and outcome.",
+    "counter",
+    ("type", "outcome"),
+)
+RPZ_NOTIFY = Family(
+    "kzgate_rpz_notify",
+    "NOTIFY messages sent, acknowledged, and given up on.",
+    "counter",
+    ("outcome",),
+)
 
 # kzgate_listener_refusals_total{listener,reason}: what each listener's limits turned
 # away or cut off (README, "Listener limits"). Both labels come from this table only.
@@ -54,92 +222,61 @@ REFUSAL_REASONS: Mapping[str, tuple[str, ...]] = {
     "metrics": ("connections", "per_client", "evicted", "header_timeout", "body_timeout"),
 }
 
-APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# -- how values reach a family -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StoredState:
-    """What the register holds, as the scrape-time collector reports it."""
+class Counts(Collector):
+    """A counter family's values: plain ints bumped on the event loop, read at scrape time.
 
-    instructions_active: int
-    targets_active: Mapping[str, int]  # kind -> count
-    seq_gaps: Mapping[str, int]  # issuer -> missing sequence numbers
-    extra: Mapping[str, float] = field(default_factory=dict)
+    ``zeros`` are exported at 0 from the start, so that increase() in an alert
+    rule sees the first event of a series.
+    """
+
+    def __init__(self, family: Family, zeros: Iterable[Labels] = ()) -> None:
+        self.family = family
+        self.counts: dict[Labels, int] = dict.fromkeys(zeros, 0)
+
+    def inc(self, *labels: str) -> None:
+        self.counts[labels] = self.counts.get(labels, 0) + 1
+
+    def value(self, *labels: str) -> int:
+        return self.counts.get(labels, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.family.metric(dict(sorted(self.counts.items())))
 
 
-class StoredStateCollector(Collector):
-    def __init__(self, read: Callable[[], StoredState]) -> None:
+class Timings(Collector):
+    """A histogram family without labels: bucket counts bumped on the event loop."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        self.counts = [0] * (len(family.buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.family.buckets, seconds)] += 1  # le: bound >= seconds
+        self.total += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.family.histogram({(): (self.counts, self.total)})
+
+
+class Reading(Collector):
+    """A counter or gauge family read at scrape time from where its values live."""
+
+    def __init__(self, family: Family, read: Callable[[], Mapping[Labels, float]]) -> None:
+        self.family = family
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        state = self._read()
-        active = GaugeMetricFamily(
-            "kzgate_instructions_active", "Instructions in force (stored, not resumed)."
-        )
-        active.add_metric([], state.instructions_active)
-        yield active
-        targets = GaugeMetricFamily(
-            "kzgate_targets_active", "Targets of active instructions, by kind.", labels=["kind"]
-        )
-        for kind, count in sorted(state.targets_active.items()):
-            targets.add_metric([kind], count)
-        yield targets
-        gaps = GaugeMetricFamily(
-            "kzgate_seq_gaps",
-            "Sequence numbers not yet received, per issuer.",
-            labels=["issuer"],
-        )
-        for issuer, count in sorted(state.seq_gaps.items()):
-            gaps.add_metric([issuer], count)
-        yield gaps
+        yield self.family.metric(self._read())
 
 
-class NotEnforcedCollector(Collector):
-    """Targets each enforcer cannot represent, read at scrape time (one series per enforcer)."""
-
-    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
-        self._read = read
-
-    def collect(self) -> Iterator[Metric]:
-        left_out = GaugeMetricFamily(
-            "kzgate_not_enforced_targets",
-            "Active targets an enforcer cannot represent and leaves out (the other "
-            "enforcers still enforce them), by enforcer.",
-            labels=["enforcer"],
-        )
-        for enforcer, count in sorted(self._read().items()):
-            left_out.add_metric([enforcer], count)
-        yield left_out
-
-
-class NftCollector(Collector):
-    """Set sizes (as last written) and drop counters (read from the kernel) at scrape time."""
-
-    def __init__(
-        self, elements: Callable[[], Mapping[str, int]], drops: Callable[[], Mapping[str, int]]
-    ) -> None:
-        self._elements = elements
-        self._drops = drops
-
-    def collect(self) -> Iterator[Metric]:
-        elements = GaugeMetricFamily(
-            "kzgate_nft_elements", "Prefixes in kzgate's nftables sets.", labels=["family"]
-        )
-        for family, count in sorted(self._elements().items()):
-            elements.add_metric([family], count)
-        yield elements
-        drops = CounterMetricFamily(
-            "kzgate_nft_dropped_packets",
-            "Packets dropped (or rejected) by kzgate's rules, by family.",
-            labels=["family"],
-        )
-        try:
-            counters = self._drops()
-        except Exception:  # a scrape must not fail because the kernel read did
-            counters = {}
-        for family, count in sorted(counters.items()):
-            drops.add_metric([family], count)
-        yield drops
+def by_label(values: Mapping[str, float]) -> dict[Labels, float]:
+    """``{"ipv4": 3}`` → ``{("ipv4",): 3}``, sorted: a one-label family's values."""
+    return {(key,): value for key, value in sorted(values.items())}
 
 
 class Refusals:
@@ -176,53 +313,28 @@ class RefusalCollector(Collector):
         for listener, read in self._sources:
             for reason, count in read().items():
                 totals[listener, reason] = totals.get((listener, reason), 0) + count
-        family = CounterMetricFamily(
-            "kzgate_listener_refusals",
-            "Connections, requests and queries a listener's limits refused or cut off.",
-            labels=["listener", "reason"],
-        )
-        for labels, count in sorted(totals.items()):
-            family.add_metric(list(labels), count)
-        yield family
+        yield LISTENER_REFUSALS.metric(dict(sorted(totals.items())))
+
+
+class BuildInfo(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield BUILD.info({"version": __version__})
 
 
 class Metrics:
-    """The daemon's metrics in one registry (tests make their own)."""
+    """The daemon's registry, and the intake's own counts (tests make their own)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        # *_created gauges are not part of the contract; they only add series.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.tasks = Counter(
-            "kzgate_tasks",
-            "Tasks received, by type and outcome (applied, accepted, pending, cancelled, "
-            "duplicate, or the error code).",
-            ["type", "outcome"],
-            registry=r,
-        )
-        self.apply_seconds = Histogram(
-            "kzgate_task_apply_seconds",
-            "Time from receiving a task to its enforcement in every backend.",
-            buckets=APPLY_BUCKETS,
-            registry=r,
-        )
-        self.enforcer_errors = Counter(
-            "kzgate_enforcer_errors", "Failed applies or reconciliations.", ["enforcer"], registry=r
-        )
-        self.drift_repairs = Counter(
-            "kzgate_enforcer_drift_repairs",
-            "Reconciliations that found and repaired a difference.",
-            ["enforcer"],
-            registry=r,
-        )
-        build = Info("kzgate_build", "kzgate build information.", registry=r)
-        build.info({"version": __version__})
+        self.tasks = Counts(TASKS)
+        self.apply_seconds = Timings(TASK_APPLY_SECONDS)
         self.refusals = RefusalCollector()
-        r.register(self.refusals)
+        self.register(self.tasks, self.apply_seconds, BuildInfo(), self.refusals)
 
-    def watch_stored_state(self, read: Callable[[], StoredState]) -> None:
-        self.registry.register(StoredStateCollector(read))
+    def register(self, *collectors: Collector) -> None:
+        for collector in collectors:
+            self.registry.register(collector)
 
-    def watch_not_enforced(self, read: Callable[[], Mapping[str, int]]) -> None:
-        self.registry.register(NotEnforcedCollector(read))
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format of every registered family, and its Content-Type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -17,6 +17,11 @@ from kzgate.config import HostPort
 
 KINDS = ("domain", "ip", "cidr", "url", "app")
 STATUSES = ("active", "resumed", "pending", "cancelled")
+# Fields of GET /status rendered by name below; any other is an enforcer's own
+# (Enforcer.status) and is shown as it comes, so a new enforcer needs no edit here.
+KNOWN_FIELDS = frozenset(
+    {"version", "ready", "enforcers", "listening", "nft", "dns", "not_enforced"}
+)
 
 
 def fetch_live(metrics: HostPort, timeout: float = 2.0) -> dict[str, Any] | None:
@@ -57,6 +62,9 @@ def render(
         dns = live.get("dns")
         if dns:
             lines.append("dns           " + _dns_workers(dns))
+        for key, value in sorted(live.items()):
+            if key not in KNOWN_FIELDS:
+                lines.append(f"{key:<13} {json.dumps(value, sort_keys=True, ensure_ascii=False)}")
     if live is not None and "not_enforced" in live:
         lines.extend(_not_enforced(live["not_enforced"]))
     instructions = stats.get("instructions", {})
@@ -86,6 +94,8 @@ def _not_enforced(left_out: Mapping[str, Any]) -> list[str]:
         if count > len(targets):
             lines.append(f"                … and {count - len(targets):,} more")
     return lines
+
+
 def _dns_workers(dns: Mapping[str, Any]) -> str:
     """The DNS workers: is the C fast path answering (issue 10), did any crash."""
     workers = dns.get("workers", [])

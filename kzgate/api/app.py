@@ -9,7 +9,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,12 +23,15 @@ from kzgate.errors import (
     TooLarge,
     UnsupportedMediaType,
 )
+from kzgate.model import InstructionRef
 from kzgate.names import NameError_, normalize_domain, normalize_ip
 from kzgate.pipeline import Pipeline
+from kzgate.register.readmodel import RegisterReader
 
 log = logging.getLogger("kzgate.api")
 
-PIPELINE = web.AppKey("pipeline", Pipeline)
+PIPELINE = web.AppKey("pipeline", Pipeline)  # tasks in, receipts out; enforcers' health
+READER = web.AppKey("reader", RegisterReader)  # everything else the routes read
 LIMITER = web.AppKey("limiter", RateLimiter)
 MAX_BODY = web.AppKey("max_body", int)
 READY = web.AppKey("ready", list)  # [bool]: set once start-up is complete
@@ -122,33 +124,27 @@ async def get_instructions(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 100, 1, 1000)
     offset = _int_param(request, "offset", 0, 0, 10**12)
     targets_limit = _int_param(request, "targets_limit", 100, 0, 1000)
-    pipeline = request.app[PIPELINE]
-    rows = await pipeline.in_register(
-        pipeline.register.instructions,
-        status=status,
-        limit=limit,
-        offset=offset,
-        targets_limit=targets_limit,
+    rows = await request.app[READER].instructions(
+        status=status, limit=limit, offset=offset, targets_limit=targets_limit
     )
     body = {"instructions": rows, "limit": limit, "offset": offset}
     return web.json_response(body)
 
 
 async def get_lookup(request: web.Request) -> web.Response:
-    pipeline = request.app[PIPELINE]
-    state = pipeline.register.state
+    reader = request.app[READER]
     name, ip = request.query.get("name"), request.query.get("ip")
     if (name is None) == (ip is None):
         raise InvalidTask("give exactly one of the query parameters 'name' or 'ip'")
     try:
         if name is not None:
             query = normalize_domain(name)
-            hits = await pipeline.in_register(state.covering_domain, query)
+            hits = await reader.covering_name(query)
             covering = [{"target": d, **_ref(r)} for d, r in hits]
             kind = "name"
         else:
             query = normalize_ip(str(ip))
-            nets = await pipeline.in_register(state.covering_ip, query)
+            nets = await reader.covering_ip(query)
             covering = [{"target": str(n), **_ref(r)} for n, r in nets]
             kind = "ip"
     except NameError_ as exc:
@@ -162,10 +158,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    pipeline = request.app[PIPELINE]
+    enforcers = request.app[PIPELINE].enforcers
     ready = bool(request.app[READY][0])
-    body = {"ready": ready, "dirty_enforcers": sorted(pipeline.dirty)}
-    return web.json_response(body, status=200 if ready and pipeline.healthy else 503)
+    body = {"ready": ready, "dirty_enforcers": sorted(enforcers.dirty)}
+    return web.json_response(body, status=200 if ready and enforcers.in_step else 503)
 
 
 # Read once at import: a kzgate installed without its document fails loudly at start.
@@ -176,7 +172,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json")
 
 
-def _ref(ref: Any) -> dict[str, str]:
+def _ref(ref: InstructionRef) -> dict[str, str]:
     return {"iss": ref.iss, "number": ref.number, "date": ref.date}
 
 
@@ -197,7 +193,9 @@ def _int_param(request: web.Request, key: str, default: int, low: int, high: int
     return value
 
 
-def make_app(pipeline: Pipeline, *, max_body_bytes: int, limiter: RateLimiter) -> web.Application:
+def make_app(
+    pipeline: Pipeline, reader: RegisterReader, *, max_body_bytes: int, limiter: RateLimiter
+) -> web.Application:
     # aiohttp's own body cap sits just above ours so that read_limited decides.
     # Bodies are not decoded: a task is never compressed, and aiohttp's decoder
     # answered a corrupt gzip body with a 503 and a br one with a plain-text 400.
@@ -207,6 +205,7 @@ def make_app(pipeline: Pipeline, *, max_body_bytes: int, limiter: RateLimiter) -
         handler_args={"auto_decompress": False},
     )
     app[PIPELINE] = pipeline
+    app[READER] = reader
     app[LIMITER] = limiter
     app[MAX_BODY] = max_body_bytes
     app[READY] = [False]

@@ -1,9 +1,9 @@
 """DNS counters as Prometheus metrics, summed over the worker processes.
 
 The hot path only bumps plain ints (DnsStats) and bucket counts (UpstreamTimer);
-a collector turns snapshots of them into metrics at scrape time. Workers send
-their snapshots to the control process, which adds them up; it also counts the
-workers' crashes and which engine each runs.
+a collector turns snapshots of them into the families of kzgate/metrics.py at
+scrape time. Workers send their snapshots to the control process, which adds
+them up; it also counts the workers' crashes and which engine each runs.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import bisect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
+from kzgate.dns.types import VERDICTS, DnsStats
+from kzgate.metrics import (
+    DNS_CACHE_HITS,
+    DNS_QUERIES,
+    DNS_UPSTREAM_SECONDS,
+    DNS_WORKER_CRASHES,
+    DNS_WORKERS,
+    UPSTREAM_BUCKETS,
+    Collector,
     Metric,
 )
-from prometheus_client.registry import Collector
-
-from kzgate.dns.types import VERDICTS, DnsStats
-
-UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass(slots=True)
@@ -80,31 +80,16 @@ def total(snapshots: Iterable[DnsSnapshot]) -> DnsSnapshot:
 
 
 class DnsCollector(Collector):
+    """The workers' query counters, summed (the snapshot the pool keeps)."""
+
     def __init__(self, read: Callable[[], DnsSnapshot]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
         snap = self._read()
-        queries = CounterMetricFamily(
-            "kzgate_dns_queries", "DNS queries answered, by verdict.", labels=["verdict"]
-        )
-        for verdict in VERDICTS:
-            queries.add_metric([verdict], snap.verdicts.get(verdict, 0))
-        yield queries
-        hits = CounterMetricFamily("kzgate_dns_cache_hits", "DNS answers served from the cache.")
-        hits.add_metric([], snap.cache_hits)
-        yield hits
-        cumulative, buckets = 0, []
-        for bound, count in zip(
-            (*UPSTREAM_BUCKETS, float("inf")), snap.upstream_counts, strict=True
-        ):
-            cumulative += count
-            buckets.append((_le(bound), cumulative))
-        upstream = HistogramMetricFamily(
-            "kzgate_dns_upstream_seconds", "Round trip to the upstream resolvers."
-        )
-        upstream.add_metric([], buckets, snap.upstream_total)
-        yield upstream
+        yield DNS_QUERIES.metric({(v,): snap.verdicts.get(v, 0) for v in VERDICTS})
+        yield DNS_CACHE_HITS.metric({(): snap.cache_hits})
+        yield DNS_UPSTREAM_SECONDS.histogram({(): (snap.upstream_counts, snap.upstream_total)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,27 +102,12 @@ ENGINES = ("c", "python")
 
 
 class WorkerCollector(Collector):
+    """Crashes since start, and worker slots per engine."""
+
     def __init__(self, read: Callable[[], WorkerCounts]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
         counts = self._read()
-        crashes = CounterMetricFamily(
-            "kzgate_dns_worker_crashes",
-            "DNS worker processes that died unasked (each is forked again).",
-        )
-        crashes.add_metric([], counts.crashes)
-        yield crashes
-        workers = GaugeMetricFamily(
-            "kzgate_dns_workers",
-            "DNS worker processes by engine: c (the C fast path in front of the Python "
-            "engine) or python (pure Python: not built, or after repeated crashes).",
-            labels=["engine"],
-        )
-        for engine in ENGINES:
-            workers.add_metric([engine], counts.engines.get(engine, 0))
-        yield workers
-
-
-def _le(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
+        yield DNS_WORKER_CRASHES.metric({(): counts.crashes})
+        yield DNS_WORKERS.metric({(e,): counts.engines.get(e, 0) for e in ENGINES})

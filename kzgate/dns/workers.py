@@ -34,19 +34,21 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from kzgate.config import DnsConfig, HostPort
+from kzgate.config import Config, DnsConfig, HostPort
 from kzgate.dns.crashes import EngineKind, Refork, WorkerHealth
 from kzgate.dns.fastpath import FAST, DictNameTable
-from kzgate.dns.local import LocalDns
+from kzgate.dns.local import LocalDns, block_settings
 from kzgate.dns.sockets import bind_udp_tcp, hand_over
-from kzgate.dns.telemetry import DnsSnapshot, WorkerCounts, total
+from kzgate.dns.telemetry import DnsCollector, DnsSnapshot, WorkerCollector, WorkerCounts, total
 from kzgate.dns.types import BlockSettings
+from kzgate.enforce.base import Enforcer, Listener, StartError
 from kzgate.enforce.dnsindex import DnsIndexEnforcer, apply_to_index
 from kzgate.loop import new_event_loop
+from kzgate.metrics import Collector
 from kzgate.model import Diff, State
 from kzgate.policy import PolicyIndex
 
@@ -119,8 +121,13 @@ class _Worker:
         self.inherited.clear()
 
 
-class WorkerPool:
-    """The DNS workers as one enforcer: apply() returns once every worker has the diff."""
+class WorkerPool(Enforcer):
+    """The DNS workers as one enforcer: apply() returns once every worker has the diff.
+
+    Its lifecycle: ``start`` binds every worker's sockets (before the start-up
+    reconcile), ``serve`` forks the workers from the index (after it: the index
+    then equals the register's state), ``close`` stops them.
+    """
 
     name = "dns-workers"
 
@@ -143,7 +150,6 @@ class WorkerPool:
         self._closing = False
         self._settings: BlockSettings | None = None
         self.started = False
-        self.start_error = ""
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -174,7 +180,15 @@ class WorkerPool:
         self.bound = [(str(h), int(p)) for h, p, *_ in (u.getsockname() for u, _ in sockets[0])]
         return self.bound
 
-    async def start(self) -> list[tuple[str, int]]:
+    async def start(self, on_drift: Callable[[], None] | None = None) -> None:
+        """Bind the sockets; the workers come in ``serve``, once the index holds the register."""
+        try:
+            await self.bind()
+        except WorkerStartError as exc:
+            raise StartError(f"dns: {exc}") from None
+
+    async def serve(self) -> None:
+        """Fork every worker from the index and wait until each is listening."""
         if not self._sockets:
             await self.bind()
         for slot in range(self.count):
@@ -184,11 +198,9 @@ class WorkerPool:
         except WorkerStartError as exc:
             # A worker could not start: stop the others and say why, rather
             # than fork again and again.
-            self.start_error = str(exc)
             await self.close()
-            raise
+            raise StartError(f"dns: {exc}") from None
         self.started = True
-        return self.bound
 
     async def close(self) -> None:
         self._closing = True
@@ -238,6 +250,14 @@ class WorkerPool:
         engines = collections.Counter[str](h.engine for h in self.health)
         return WorkerCounts(sum(h.crashes for h in self.health), dict(engines))
 
+    def collectors(self) -> list[Collector]:
+        return [DnsCollector(self.snapshot), WorkerCollector(self.counts)]
+
+    def listeners(self) -> dict[str, Listener]:
+        if not self.bound:
+            return {}
+        return {"dns": Listener(self.bound[0], lambda: self.snapshot().refusals)}
+
     def status(self) -> dict[str, object]:
         """For `kzgate status`: each worker's process, engine and crashes."""
         workers = []
@@ -257,11 +277,19 @@ class WorkerPool:
                 }
             )
         return {
-            "fast_path": "built" if FAST is not None else "not built",
-            "crash_limit": self.cfg.crash_limit,
-            "crash_window": self.cfg.crash_window,
-            "workers": workers,
+            "dns": {
+                "fast_path": "built" if FAST is not None else "not built",
+                "crash_limit": self.cfg.crash_limit,
+                "crash_window": self.cfg.crash_window,
+                "workers": workers,
+            }
         }
+
+    async def reload(self, cfg: Config, live: Collection[str]) -> None:
+        """The block answers always (they are cheap to send), the upstreams when they changed."""
+        await self.set_settings(block_settings(cfg.dns))
+        if "dns.upstreams" in live:
+            await self.set_upstreams(cfg.dns.upstreams)
 
     # -- the Enforcer protocol -------------------------------------------------
 
@@ -276,9 +304,8 @@ class WorkerPool:
 
     async def reconcile(self, state: State) -> Diff:
         if not self.workers:
-            # First call, at start-up: the index was reconciled just before, so
-            # forking now hands every worker the exact state.
-            await self.start()
+            # Not serving yet: serve() forks every worker from the index, which
+            # holds this state (reconciled just before, DnsIndexEnforcer).
             return Diff()
         await self._broadcast("state", State(domains=state.domains, prefixes={}))
         return Diff()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from kzgate.enforce.base import Enforcer
 from kzgate.model import Diff, State, diff_between
 from kzgate.policy import PolicyIndex
 
 
-class DnsIndexEnforcer:
+class DnsIndexEnforcer(Enforcer):
     """Keeps a PolicyIndex equal to the effective state."""
 
     name = "dns"

@@ -1,18 +1,24 @@
 """The dry-run twin of the nftables enforcer: it logs what it would change for IP
 targets and keeps a copy of their prefixes. Domains are enforced for real by the
-DNS index, so they are only counted, never copied (a second 1M-name dict)."""
+DNS index, so they are only counted, never copied (a second 1M-name dict).
+
+It is the enforcer used when ``nftables.enabled`` is false, and the smallest
+complete one: the walk-through in enforce/base.py follows it. It needs none of
+the lifecycle hooks (nothing to open, serve or close).
+"""
 
 from __future__ import annotations
 
 import logging
 
+from kzgate.enforce.base import Enforcer
 from kzgate.model import Diff, InstructionRef, State, diff_between
 from kzgate.names import IPNetwork
 
 log = logging.getLogger("kzgate.enforce.dryrun")
 
 
-class DryRunEnforcer:
+class DryRunEnforcer(Enforcer):
     """Applies nothing anywhere; remembers the prefixes it would have set, and logs each diff."""
 
     name = "dryrun"

@@ -29,7 +29,9 @@ from ipaddress import IPv4Network
 
 from kzgate.config import NftConfig
 from kzgate.enforce import nftmsg
+from kzgate.enforce.base import Enforcer, StartError
 from kzgate.enforce.netns import nft_command, run_in_netns
+from kzgate.metrics import NFT_DROPPED_PACKETS, NFT_ELEMENTS, Collector, Reading, by_label
 from kzgate.model import Diff, InstructionRef, State, diff_between
 from kzgate.names import IPNetwork
 
@@ -257,7 +259,7 @@ def _count(nets: Iterable[IPNetwork]) -> dict[str, int]:
 # --- the enforcer --------------------------------------------------------------
 
 
-class NftEnforcer:
+class NftEnforcer(Enforcer):
     """Keeps ``inet <table>``'s sets equal to the effective state's prefixes."""
 
     name = "nft"
@@ -279,8 +281,20 @@ class NftEnforcer:
 
     # -- lifecycle ------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the sockets (in ``cfg.netns``), start watching, create the skeleton if missing."""
+    async def start(self, on_drift: Callable[[], None] | None = None) -> None:
+        """Open the sockets (in ``cfg.netns``), start watching, create the skeleton if missing.
+
+        ``on_drift``, when given, replaces the constructor's: someone changed
+        our table or sets, so the enforcer set rewrites them from the register.
+        """
+        if on_drift is not None:
+            self.on_drift = on_drift
+        try:
+            await self._open_and_watch()
+        except (NftError, OSError) as exc:
+            raise StartError(f"nftables: {exc}") from None
+
+    async def _open_and_watch(self) -> None:
         self._loop = asyncio.get_running_loop()
         batch, query, monitor = await asyncio.to_thread(run_in_netns, self.cfg.netns, self._open)
         self._batch, self._query, self._monitor = batch, query, monitor
@@ -381,7 +395,24 @@ class NftEnforcer:
         element's comment is cut to the kernel's 128 bytes (nftmsg), never refused."""
         return Diff()
 
-    # -- metrics ----------------------------------------------------------------
+    # -- metrics and status -----------------------------------------------------
+
+    def collectors(self) -> list[Collector]:
+        """Set sizes (as last written) and drop counters (read from the kernel) at scrape time."""
+        return [
+            Reading(NFT_ELEMENTS, lambda: by_label(self.element_counts())),
+            Reading(NFT_DROPPED_PACKETS, lambda: by_label(self._drops_or_none())),
+        ]
+
+    def status(self) -> dict[str, object]:
+        drops = self._drops_or_none()
+        return {"nft": {"elements": self.element_counts(), "dropped_packets": drops}}
+
+    def _drops_or_none(self) -> dict[str, int]:
+        try:
+            return self.drop_counters()
+        except Exception:  # a scrape or a status must not fail because the kernel read did
+            return {}
 
     def element_counts(self) -> dict[str, int]:
         """Prefixes per family as last written (no kernel read)."""

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import dns.name
 import dns.tsig
-from prometheus_client import CollectorRegistry
 
-from kzgate.config import RpzConfig
+from kzgate.config import Config, RpzConfig
+from kzgate.enforce.base import Enforcer, Listener, StartError
+from kzgate.metrics import Collector
 from kzgate.model import Diff, State
 from kzgate.rpz.answer import Answer, answer, soa_rrset
 from kzgate.rpz.journal import Journal
@@ -48,7 +49,7 @@ def load_key(cfg: RpzConfig) -> dns.tsig.Key | None:
     return dns.tsig.Key(dns.name.from_text(cfg.tsig.name), text, cfg.tsig.algorithm)
 
 
-class RpzEnforcer:
+class RpzEnforcer(Enforcer):
     name = "rpz"
 
     def __init__(
@@ -58,7 +59,6 @@ class RpzEnforcer:
         block_mode: str,
         sinkhole_ipv4: ipaddress.IPv4Address,
         sinkhole_ipv6: ipaddress.IPv6Address,
-        metrics_registry: CollectorRegistry | None = None,
         serial_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
@@ -68,18 +68,54 @@ class RpzEnforcer:
         last = _read_serial(serial_file)
         self.zone = Zone(params, max(int(time.time()), last + 1))
         self.journal = Journal(cfg.ixfr_history)
-        # a private registry when none is given: two enforcers never collide
-        self.metrics = RpzMetrics(metrics_registry or CollectorRegistry(), lambda: self.serial)
+        self.metrics = RpzMetrics(lambda: self.serial)
         self.notifier = Notifier(cfg.notify, self.key, self.metrics.notified)
         self.server = XfrServer(cfg, self._respond, self.metrics.transfer)
+        self.bound: list[tuple[str, int]] = []
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> RpzEnforcer:
+        """The primary of ``cfg.rpz``: the block answers of ``cfg.dns``, the serial kept
+        beside the register; StartError when its TSIG secret or serial cannot be read."""
+        try:
+            return cls(
+                cfg.rpz,
+                block_mode=cfg.dns.block_mode,
+                sinkhole_ipv4=cfg.dns.sinkhole_ipv4,
+                sinkhole_ipv6=cfg.dns.sinkhole_ipv6,
+                serial_file=cfg.register.path.with_name(cfg.register.path.name + ".rpz-serial"),
+            )
+        except RpzError as exc:
+            raise StartError(f"{cfg.source}: rpz: {exc}") from None
 
     @property
     def serial(self) -> int:
         return self.zone.serial
 
-    async def start(self) -> list[tuple[str, int]]:
+    async def listen(self) -> list[tuple[str, int]]:
         """Bind TCP and UDP on each rpz.listen address; the (host, port) pairs bound."""
-        return await self.server.start()
+        self.bound = await self.server.start()
+        return self.bound
+
+    # -- the lifecycle ---------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Listen only now, after the start-up reconcile: a secondary must never transfer
+        the zone before it holds the register's state (that would briefly lift every block)."""
+        try:
+            await self.listen()
+        except OSError as exc:
+            raise StartError(f"cannot listen for rpz: {exc.strerror or exc}") from None
+        # The start-up reconcile's NOTIFY went out before we listened: say it again.
+        self.announce()
+
+    def listeners(self) -> dict[str, Listener]:
+        if not self.bound:
+            return {}
+        return {"rpz": Listener(self.bound[0], self.server.refusals.read)}
+
+    def collectors(self) -> list[Collector]:
+        return self.metrics.collectors()
 
     async def apply(self, diff: Diff) -> None:
         change = self.zone.change(diff)

@@ -1,10 +1,11 @@
-"""The RPZ primary's metrics, defined once; labels are bounded enums only."""
+"""The RPZ primary's counts, for the families of kzgate/metrics.py; labels are bounded enums."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import product
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from kzgate.metrics import RPZ_NOTIFY, RPZ_SERIAL, RPZ_TRANSFERS, Collector, Counts, Reading
 
 TRANSFER_TYPES = ("axfr", "ixfr")
 TRANSFER_OUTCOMES = ("ok", "refused", "error")
@@ -12,31 +13,19 @@ NOTIFY_OUTCOMES = ("sent", "acked", "failed")
 
 
 class RpzMetrics:
-    def __init__(self, registry: CollectorRegistry, serial: Callable[[], float]) -> None:
+    def __init__(self, serial: Callable[[], float]) -> None:
+        # zeros exported from the start, so rate() works from the first scrape
+        self.transfers = Counts(RPZ_TRANSFERS, product(TRANSFER_TYPES, TRANSFER_OUTCOMES))
+        self.notify = Counts(RPZ_NOTIFY, ((outcome,) for outcome in NOTIFY_OUTCOMES))
         # read at scrape time, so it can never disagree with the zone
-        self.serial = Gauge("kzgate_rpz_serial", "SOA serial of the RPZ zone.", registry=registry)
-        self.serial.set_function(serial)
-        self.transfers = Counter(
-            "kzgate_rpz_transfers_total",
-            "Zone transfers answered, by format served and outcome.",
-            ["type", "outcome"],
-            registry=registry,
-        )
-        self.notify = Counter(
-            "kzgate_rpz_notify_total",
-            "NOTIFY messages sent, acknowledged, and given up on.",
-            ["outcome"],
-            registry=registry,
-        )
-        for kind in TRANSFER_TYPES:  # export zeros, so rate() works from the first scrape
-            for outcome in TRANSFER_OUTCOMES:
-                self.transfers.labels(kind, outcome)
-        for outcome in NOTIFY_OUTCOMES:
-            self.notify.labels(outcome)
+        self.serial = Reading(RPZ_SERIAL, lambda: {(): serial()})
 
     def transfer(self, kind: str, outcome: str) -> None:
         if kind in TRANSFER_TYPES:  # SOA queries and junk are not transfers
-            self.transfers.labels(kind, outcome).inc()
+            self.transfers.inc(kind, outcome)
 
     def notified(self, outcome: str) -> None:
-        self.notify.labels(outcome).inc()
+        self.notify.inc(outcome)
+
+    def collectors(self) -> list[Collector]:
+        return [self.serial, self.transfers, self.notify]

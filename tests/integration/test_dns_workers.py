@@ -60,7 +60,8 @@ async def push(daemon: Daemon, pki: Path, body: bytes) -> dict[str, object]:
 
 
 async def test_a_block_reaches_every_worker_before_the_receipt(daemon: Daemon, pki: Path) -> None:
-    pool = daemon.dns
+    assert daemon.enforcers is not None
+    pool = daemon.enforcers["dns-workers"]
     assert isinstance(pool, WorkerPool) and len(pool.workers) == WORKERS
     assert len({w.pid for w in pool.workers.values()}) == WORKERS
     port = daemon.bound["dns"][1]
@@ -89,7 +90,8 @@ async def test_a_block_reaches_every_worker_before_the_receipt(daemon: Daemon, p
 async def test_a_killed_worker_is_replaced_with_the_current_policy(
     daemon: Daemon, pki: Path
 ) -> None:
-    pool = daemon.dns
+    assert daemon.enforcers is not None
+    pool = daemon.enforcers["dns-workers"]
     assert isinstance(pool, WorkerPool)
     port = daemon.bound["dns"][1]
     mci = Regulator(pki)

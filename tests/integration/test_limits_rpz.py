@@ -25,7 +25,6 @@ import dns.query
 import dns.rdatatype
 import dns.tsig
 import pytest
-from prometheus_client import CollectorRegistry
 
 from kzgate.config import HostPort, RpzConfig, TsigConfig
 from kzgate.model import InstructionRef, State
@@ -88,12 +87,11 @@ async def primary(tmp_path: Path) -> AsyncIterator[Factory]:
             block_mode="nxdomain",
             sinkhole_ipv4=ipaddress.IPv4Address("192.0.2.1"),
             sinkhole_ipv6=ipaddress.IPv6Address("2001:db8::1"),
-            metrics_registry=CollectorRegistry(),
         )
         await enforcer.reconcile(
             State(domains={f"n{i}.example.kz": REF for i in range(names)}, prefixes={})
         )
-        [(_, port)] = await enforcer.start()
+        [(_, port)] = await enforcer.listen()
         started.append(enforcer)
         return Primary(enforcer, port)
 

@@ -38,6 +38,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from kzgate.api.app import make_app
 from kzgate.api.ratelimit import RateLimiter
 from kzgate.pipeline import Pipeline
+from kzgate.register.readmodel import RegisterReader
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS_COPY = ROOT / "docs/openapi.json"
@@ -76,8 +77,13 @@ def test_docs_holds_the_packaged_document() -> None:
 
 
 def test_every_route_of_the_app_is_documented_and_nothing_else() -> None:
-    # The app only stores the pipeline at construction; routes need no backend.
-    app = make_app(cast(Pipeline, None), max_body_bytes=1, limiter=RateLimiter(1.0, 1.0))
+    # The app only stores the pipeline and the reader at construction; routes need no backend.
+    app = make_app(
+        cast(Pipeline, None),
+        cast(RegisterReader, None),
+        max_body_bytes=1,
+        limiter=RateLimiter(1.0, 1.0),
+    )
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()

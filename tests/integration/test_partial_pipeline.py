@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from kzfixtures import Regulator, write_config
-from prometheus_client import CollectorRegistry
 
 from kzgate.config import RpzConfig, load_config
 from kzgate.daemon import build_trust
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
+from kzgate.enforce.set import EnforcerSet
 from kzgate.keys import load_private_key
 from kzgate.metrics import Metrics
 from kzgate.model import Diff, State
@@ -66,11 +66,10 @@ class Setup:
             block_mode="nxdomain",
             sinkhole_ipv4=V4,
             sinkhole_ipv6=V6,
-            metrics_registry=CollectorRegistry(),
         )
         pipeline = Pipeline(
             register=Register.open(self.tmp_path / "kzgate.db"),
-            enforcers=[dns, rpz],
+            enforcers=EnforcerSet([dns, rpz]),
             trust=build_trust(self.cfg),
             operator_id="op-test",
             receipt_key=load_private_key(self.pki / "keys/operator.key"),
@@ -121,7 +120,8 @@ async def test_partial_receipt_names_what_rpz_cannot_hold(
         warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("outcome=partial" in m and f"not_enforced=rpz:1({LONG})" in m for m in warned)
         assert any("enforcer rpz cannot represent 1 new target" in m for m in warned), warned
-        assert pipeline.not_enforced_summary() == {"rpz": {"count": 1, "targets": [LONG]}}
+        summary = pipeline.enforcers.not_enforced_summary()
+        assert summary == {"rpz": {"count": 1, "targets": [LONG]}}
 
         # A second instruction for the same name is partial too (the diff adds nothing).
         second = await pipeline.submit(mci.sign(mci.restrict("2", f"domain:{LONG}")))
@@ -134,10 +134,10 @@ async def test_partial_receipt_names_what_rpz_cannot_hold(
         assert resumed.body["status"] == "applied" and "not_enforced" not in resumed.body
         assert rpz.serial == serial and gauge(pipeline, "rpz") == 1  # "1" still holds it
         resumed = await pipeline.submit(mci.sign(mci.resume("1")))
-        assert resumed.body["status"] == "applied" and pipeline.healthy
+        assert resumed.body["status"] == "applied" and pipeline.enforcers.in_step
         assert rpz.zone.domains == set() and rpz.serial == serial + 1
         assert dns.index.lookup_name(LONG) is None
-        assert gauge(pipeline, "rpz") == 0 and pipeline.not_enforced_summary() == {}
+        assert gauge(pipeline, "rpz") == 0 and pipeline.enforcers.not_enforced_summary() == {}
     finally:
         await pipeline.close()
 
@@ -157,7 +157,7 @@ async def test_a_task_held_up_is_re_signed_partial_and_stays_settled(
         assert "not_enforced" not in answer.body
         assert gauge(pipeline, "rpz") == 1  # follows the register, not the enforcers' health
         dns.broken = False
-        await pipeline.repair()
+        await pipeline.enforcers.repair()
         later = await pipeline.receipt("mci", task["id"])
         assert later.body["status"] == "partial" and later.body["not_enforced"] == {"rpz": [LONG]}
         verify_receipt(later.body, setup.public)
@@ -190,7 +190,7 @@ async def test_a_restart_keeps_it_out_of_the_zone_and_signs_a_missing_receipt_pa
     with caplog.at_level(logging.WARNING, logger="kzgate.pipeline"):
         await second.start()
     try:
-        assert second.healthy
+        assert second.enforcers.in_step
         assert rpz.zone.domains == {"short.kz", "other.kz"}
         assert dns.index.lookup_name(LONG) is not None
         assert gauge(second, "rpz") == 2
@@ -204,8 +204,8 @@ async def test_a_restart_keeps_it_out_of_the_zone_and_signs_a_missing_receipt_pa
         verify_receipt(receipt.body, setup.public)
         # A repair (drift reported) leaves it out the same way.
         serial = rpz.serial
-        second.request_repair("rpz")
-        await second.repair()
-        assert second.healthy and rpz.serial == serial and gauge(second, "rpz") == 2
+        second.enforcers.request_repair("rpz")
+        await second.enforcers.repair()
+        assert second.enforcers.in_step and rpz.serial == serial and gauge(second, "rpz") == 2
     finally:
         await second.close()

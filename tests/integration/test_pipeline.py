@@ -10,7 +10,9 @@ import pytest
 from kzfixtures import Regulator
 
 from kzgate.daemon import build_trust
+from kzgate.enforce.base import Enforcer
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
+from kzgate.enforce.set import EnforcerSet
 from kzgate.errors import Conflict
 from kzgate.keys import load_private_key
 from kzgate.metrics import Metrics
@@ -21,7 +23,7 @@ from kzgate.protocol.receipts import verify_receipt
 from kzgate.register.store import Register
 
 
-class FlakyEnforcer:
+class FlakyEnforcer(Enforcer):
     """Fails while ``broken`` is set; otherwise delegates to a real index."""
 
     name = "flaky"
@@ -54,13 +56,12 @@ def make_pipeline(
     cfg = load_config(write_config(tmp_path, pki))
     return Pipeline(
         register=Register.open(tmp_path / "kzgate.db"),
-        enforcers=[enforcer],
+        enforcers=EnforcerSet([enforcer], apply_timeout=apply_timeout),
         trust=build_trust(cfg),
         operator_id="op-test",
         receipt_key=load_private_key(pki / "keys/operator.key"),
         metrics=Metrics(),
         clock=lambda: dt.datetime.now(dt.UTC),
-        apply_timeout=apply_timeout,
     )
 
 
@@ -77,10 +78,10 @@ async def test_failing_backend_gives_accepted_then_applied_after_repair(
         answer = await pipeline.submit(mci.sign(task))
         assert (answer.status, answer.body["status"]) == (202, "accepted")
         assert answer.body["applied_at"] is None
-        assert not pipeline.healthy
+        assert not pipeline.enforcers.in_step
         flaky.broken = False
-        await pipeline.repair()
-        assert pipeline.healthy
+        await pipeline.enforcers.repair()
+        assert pipeline.enforcers.in_step
         assert flaky.inner.index.lookup_name("down.kz") is not None
         later = await pipeline.receipt("mci", task["id"])
         assert later.body["status"] == "applied" and later.body["applied_at"]
@@ -134,7 +135,7 @@ async def test_a_hanging_backend_does_not_block_intake(tmp_path: Path, pki: Path
         hanging.broken = True
         first = await pipeline.submit(mci.sign(mci.restrict("1", "domain:a.kz")))
         assert first.status == 202
-        repair = asyncio.create_task(pipeline.repair())
+        repair = asyncio.create_task(pipeline.enforcers.repair())
         second = await asyncio.wait_for(
             pipeline.submit(mci.sign(mci.restrict("2", "domain:b.kz"))), timeout=5
         )
@@ -201,7 +202,9 @@ async def test_drift_found_by_an_apply_is_reconciled_before_the_answer(
         assert (answer.status, answer.body["status"]) == (200, "applied")
         assert enforcer.inner.index.lookup_name("one.kz") is not None  # repaired too
         assert enforcer.inner.index.lookup_name("two.kz") is not None
-        repairs = pipeline.metrics.drift_repairs.labels("flaky")._value.get()
+        repairs = pipeline.metrics.registry.get_sample_value(
+            "kzgate_enforcer_drift_repairs_total", {"enforcer": "flaky"}
+        )
         assert repairs == 1
     finally:
         await pipeline.close()
@@ -215,13 +218,13 @@ async def test_request_repair_reconciles_within_a_second(tmp_path: Path, pki: Pa
     try:
         await pipeline.submit(mci.sign(mci.restrict("1", "domain:one.kz")))
         enforcer.inner.index.remove_domain("one.kz")
-        pipeline.request_repair("flaky")
+        pipeline.enforcers.request_repair("flaky")
         for _ in range(100):
             await asyncio.sleep(0.01)
             if enforcer.inner.index.lookup_name("one.kz") is not None:
                 break
         assert enforcer.inner.index.lookup_name("one.kz") is not None
-        assert pipeline.healthy
+        assert pipeline.enforcers.in_step
     finally:
         await pipeline.close()
 
@@ -239,7 +242,7 @@ class DriftDuringReconcileEnforcer(FlakyEnforcer):
         if self.sabotage and self.pipeline is not None:
             self.sabotage -= 1
             self.inner.index.remove_domain("one.kz")
-            self.pipeline.request_repair(self.name)
+            self.pipeline.enforcers.request_repair(self.name)
         return fixed
 
 
@@ -252,12 +255,12 @@ async def test_drift_reported_during_a_reconcile_is_not_lost(tmp_path: Path, pki
     try:
         await pipeline.submit(mci.sign(mci.restrict("1", "domain:one.kz")))
         enforcer.sabotage = 1
-        pipeline.request_repair("flaky")
+        pipeline.enforcers.request_repair("flaky")
         for _ in range(300):
             await asyncio.sleep(0.01)
             if enforcer.sabotage == 0 and enforcer.inner.index.lookup_name("one.kz"):
                 break
         assert enforcer.inner.index.lookup_name("one.kz") is not None
-        assert pipeline.healthy
+        assert pipeline.enforcers.in_step
     finally:
         await pipeline.close()

@@ -110,9 +110,10 @@ async def primary(tmp_path: Path) -> AsyncIterator[Factory]:
             block_mode="nxdomain",
             sinkhole_ipv4=ipaddress.IPv4Address("192.0.2.1"),
             sinkhole_ipv6=ipaddress.IPv6Address("2001:db8::1"),
-            metrics_registry=registry,
         )
-        [(_, port)] = await enforcer.start()
+        for collector in enforcer.collectors():
+            registry.register(collector)
+        [(_, port)] = await enforcer.listen()
         started.append(enforcer)
         return Primary(enforcer, port, registry)
 

@@ -90,3 +90,17 @@ def test_dns_workers_moved_to_python_and_down_are_called_out() -> None:
 def test_dns_without_the_c_module_says_so() -> None:
     text = render({}, {}, dns_live("not built", ("python", "up", 0), ("python", "up", 0)))
     assert "2 workers   pure Python: the C fast path is NOT BUILT" in text
+
+
+def test_an_enforcers_own_fields_are_shown_as_they_come() -> None:
+    """Enforcer.status of an enforcer render() does not know: one line, its JSON."""
+    live = {
+        "ready": True,
+        "enforcers": {"dns": "ok", "routes": "ok"},
+        "routes": {"announced": 3, "peers": ["a"]},
+    }
+    text = render(STATS, {}, live)
+    assert 'routes        {"announced": 3, "peers": ["a"]}' in text.splitlines()
+    # the fields it knows are not shown twice, as JSON
+    assert '{"dns": "ok", "routes": "ok"}' not in text
+    assert not [line for line in text.splitlines() if line.split()[0] in ("ready", "version")]
