@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import struct
 
-from kzgate.dns.cache import Cache, CacheKey
-from kzgate.dns.fastpath import FastView
+from kzgate.dns.cache import Cache, CacheKey, Entry
+from kzgate.dns.fastpath import FAST, BlockPlans, FastView, OptMemo
 from kzgate.dns.types import BlockSettings, DnsStats, Forward
 from kzgate.dns.wire import (
     CD,
@@ -51,6 +51,7 @@ from kzgate.dns.wire import (
 )
 from kzgate.model import InstructionRef
 from kzgate.names import domain_to_wire
+from kzgate.nametable import is_compiled
 from kzgate.policy import PolicyIndex
 
 MAX_EDE_TEXT = 200
@@ -76,7 +77,7 @@ class BlockAnswers:
         a = b"\xc0\x0c" + RR_FIXED.pack(T_A, 1, ttl, 4) + settings.sinkhole_ipv4.packed
         aaaa = b"\xc0\x0c" + RR_FIXED.pack(T_AAAA, 1, ttl, 16) + settings.sinkhole_ipv6.packed
         # Per qtype: (rcode, answer RRs, ANCOUNT, SOA in authority?); key None for any other type.
-        self._plans: dict[int | None, tuple[int, bytes, int, bool]]
+        self._plans: BlockPlans
         if settings.mode == "nxdomain":
             self._plans = {None: (NXDOMAIN, b"", 0, True)}
         elif settings.mode == "refused":
@@ -96,7 +97,7 @@ class BlockAnswers:
         # by identity (the index shares one ref per instruction), so the C fast path can
         # find it without calling the dataclass's __hash__; the ref in the value keeps
         # the id from being reused.
-        self._opts: dict[int, tuple[InstructionRef, bytes, bytes]] = {}
+        self._opts: OptMemo = {}
 
     def _opt(self, do_bit: bool, text: bytes) -> bytes:
         tail = _OPT_EDE_TAIL.pack(6 + len(text), EDE_OPTION, 2 + len(text), EDE_CENSORED)
@@ -145,7 +146,7 @@ class BlockAnswers:
             opt = self._opt(do_bit, utf8_prefix(self.text(ref), room - 17))
         return HEADER.pack(client_id, flags, 1, ancount, int(soa), 1) + body + opt
 
-    def fast_parts(self) -> tuple[object, bytes, object]:
+    def fast_parts(self) -> tuple[BlockPlans, bytes, OptMemo]:
         """What the C fast path reads to build the same answers: plans, SOA tail, OPT memo."""
         return self._plans, self._soa_tail, self._opts
 
@@ -164,21 +165,36 @@ class Engine:
         self.stats = stats if stats is not None else DnsStats()
         self._block = BlockAnswers(settings)
         self._opt = (opt_rr(False), opt_rr(True))
-        self.fast_view = self._fast_view()
+        self._fast_view = self._build_fast_view()
 
-    def _fast_view(self) -> FastView:
-        """The engine's live structures, in the order kzgate/dns/_fast.c reads them."""
+    def _build_fast_view(self) -> FastView | None:
+        """The engine's live structures for the C fast path, by name (kzgate/dns/fast_view.c
+        checks each field here, and refuses loudly what does not fit); None when no C may
+        read them: the module is not built, or the names are in a dict table."""
+        names = self.index.name_table
+        if FAST is None or not is_compiled(names):
+            return None
         plans, soa_tail, opts = self._block.fast_parts()
-        return (
-            self.index.name_table,
-            self.index.refs,
-            self.cache.entries,
-            plans,
-            soa_tail,
-            opts,
-            self.stats.verdicts,
-            self.stats,
+        return FAST.FastView(
+            names=names,
+            refs=self.index.refs,
+            entries=self.cache.entries,
+            entry_type=Entry,
+            plans=plans,
+            soa_tail=soa_tail,
+            opts=opts,
+            verdicts=self.stats.verdicts,
+            stats=self.stats,
         )
+
+    @property
+    def fast_view(self) -> FastView:
+        """What kzgate.dns.fastpath's serve() and answer() read; only for an engine whose
+        names are in the compiled table (the DNS server passes it only with the C path on)."""
+        view = self._fast_view
+        if view is None:
+            raise RuntimeError("no C fast path for this engine: not built, or names in a dict")
+        return view
 
     @property
     def settings(self) -> BlockSettings:
@@ -188,7 +204,7 @@ class Engine:
     def settings(self, value: BlockSettings) -> None:
         # A reload rebuilds the constant pieces once, not per answer.
         self._block = BlockAnswers(value)
-        self.fast_view = self._fast_view()
+        self._fast_view = self._build_fast_view()
 
     def on_query(self, data: bytes, now: float, *, tcp: bool = False) -> bytes | Forward | None:
         """An answer to send, a Forward to resolve upstream, or None to drop the packet."""

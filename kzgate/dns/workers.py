@@ -40,13 +40,14 @@ from typing import Any, NoReturn
 
 from kzgate.config import DnsConfig, HostPort
 from kzgate.dns.crashes import EngineKind, Refork, WorkerHealth
-from kzgate.dns.fastpath import FAST, DictNameTable
+from kzgate.dns.fastpath import FAST
 from kzgate.dns.local import LocalDns
 from kzgate.dns.sockets import bind_udp_tcp, hand_over
 from kzgate.dns.telemetry import DnsSnapshot, WorkerCounts, total
 from kzgate.dns.types import BlockSettings
 from kzgate.enforce.dnsindex import DnsIndexEnforcer, apply_to_index
 from kzgate.model import Diff, State
+from kzgate.nametable import DictNameTable
 from kzgate.policy import PolicyIndex
 
 log = logging.getLogger("kzgate.dns.workers")
