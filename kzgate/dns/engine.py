@@ -152,6 +152,12 @@ class BlockAnswers:
 
 
 class Engine:
+    # The engine's live structures for the C fast path (serve() and answer() of
+    # kzgate/dns/fastpath.py), by name. Set only when C may read them: the module is
+    # built and the names are in its table. A plain attribute: the DNS server reads it
+    # on every batch of datagrams.
+    fast_view: FastView
+
     def __init__(
         self,
         index: PolicyIndex,
@@ -165,17 +171,17 @@ class Engine:
         self.stats = stats if stats is not None else DnsStats()
         self._block = BlockAnswers(settings)
         self._opt = (opt_rr(False), opt_rr(True))
-        self._fast_view = self._build_fast_view()
+        self._refresh_fast_view()
 
-    def _build_fast_view(self) -> FastView | None:
-        """The engine's live structures for the C fast path, by name (kzgate/dns/fast_view.c
-        checks each field here, and refuses loudly what does not fit); None when no C may
-        read them: the module is not built, or the names are in a dict table."""
+    def _refresh_fast_view(self) -> None:
+        """(Re)build ``fast_view``: kzgate/dns/fast_view.c checks every field now, at start
+        and on reload, and refuses loudly what does not fit, instead of misreading it later."""
         names = self.index.name_table
         if FAST is None or not is_compiled(names):
-            return None
+            vars(self).pop("fast_view", None)  # no C reads a dict table, or without C
+            return
         plans, soa_tail, opts = self._block.fast_parts()
-        return FAST.FastView(
+        self.fast_view = FAST.FastView(
             names=names,
             refs=self.index.refs,
             entries=self.cache.entries,
@@ -188,15 +194,6 @@ class Engine:
         )
 
     @property
-    def fast_view(self) -> FastView:
-        """What kzgate.dns.fastpath's serve() and answer() read; only for an engine whose
-        names are in the compiled table (the DNS server passes it only with the C path on)."""
-        view = self._fast_view
-        if view is None:
-            raise RuntimeError("no C fast path for this engine: not built, or names in a dict")
-        return view
-
-    @property
     def settings(self) -> BlockSettings:
         return self._block.settings
 
@@ -204,7 +201,7 @@ class Engine:
     def settings(self, value: BlockSettings) -> None:
         # A reload rebuilds the constant pieces once, not per answer.
         self._block = BlockAnswers(value)
-        self._fast_view = self._build_fast_view()
+        self._refresh_fast_view()
 
     def on_query(self, data: bytes, now: float, *, tcp: bool = False) -> bytes | Forward | None:
         """An answer to send, a Forward to resolve upstream, or None to drop the packet."""

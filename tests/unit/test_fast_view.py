@@ -306,8 +306,7 @@ def test_an_engine_on_a_dict_table_has_no_view_and_still_answers() -> None:
     index = PolicyIndex(DictNameTable())
     index.set_domain("bad.kz", REF)
     eng = Engine(index, BlockSettings())
-    with pytest.raises(RuntimeError, match="no C fast path"):
-        eng.fast_view  # noqa: B018
+    assert not hasattr(eng, "fast_view")  # serve() cannot be handed one
     assert isinstance(eng.on_query(query("bad.kz"), 1.0), bytes)
 
 
