@@ -23,7 +23,8 @@
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "kzgate._native",
-    .m_doc = "kzgate's C code: the NameTable (kzgate/nametable.py) and the DNS fast path (kzgate/dns/fastpath.py).",
+    .m_doc = "kzgate's C code: the NameTable (kzgate/nametable.py) and the DNS fast path "
+             "(kzgate/dns/fastpath.py).",
     .m_size = -1,
 };
 
@@ -32,8 +33,8 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (kz_nametable_add(m) < 0 || kz_fast_view_add(m) < 0 || kz_fast_answer_add(m) < 0 || kz_fast_udp_add(m) < 0
-        || PyModule_AddStringConstant(m, "SOURCE_SHA256", KZGATE_SOURCE_SHA256) < 0
+    if (kz_nametable_add(m) < 0 || kz_fast_view_add(m) < 0 || kz_fast_answer_add(m) < 0
+        || kz_fast_udp_add(m) < 0 || PyModule_AddStringConstant(m, "SOURCE_SHA256", KZGATE_SOURCE_SHA256) < 0
         || PyModule_AddStringConstant(m, "SOURCE_FILES", KZGATE_SOURCE_FILES) < 0) {
         Py_DECREF(m);
         return NULL;

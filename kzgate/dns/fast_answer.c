@@ -175,7 +175,8 @@ static int cached_answer(const FastView *v, Tally *t, const unsigned char *q, co
             goto done;
         }
     }
-    if (!(reply = slot(v, entry, ENTRY_REPLY, is_bytes)) || !(inserted = slot(v, entry, ENTRY_INSERTED, is_float))
+    if (!(reply = slot(v, entry, ENTRY_REPLY, is_bytes))
+        || !(inserted = slot(v, entry, ENTRY_INSERTED, is_float))
         || !(offsets = slot(v, entry, ENTRY_TTL_OFFSETS, is_tuple))
         || !(ttls = slot(v, entry, ENTRY_TTLS, is_tuple)))
         goto done;
@@ -225,8 +226,8 @@ done:
     return result;
 }
 
-int kz_fast_answer(const FastView *v, Tally *t, const unsigned char *q, size_t n, double now, unsigned char *out,
-                   size_t out_cap, size_t *out_len)
+int kz_fast_answer(const FastView *v, Tally *t, const unsigned char *q, size_t n, double now,
+                   unsigned char *out, size_t out_cap, size_t *out_len)
 {
     Query qy;
     if (!query_parse(q, n, &qy))

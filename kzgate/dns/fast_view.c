@@ -59,7 +59,8 @@ static int parse(PyObject *args, PyObject *kwds, PyObject **values)
     PyObject *key, *value;
     while (kwds != NULL && PyDict_Next(kwds, &pos, &key, &value)) {
         size_t i = 0;
-        while (i < NFIELDS && !(PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, FIELDS[i].name) == 0))
+        while (i < NFIELDS
+               && !(PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, FIELDS[i].name) == 0))
             i++;
         if (i == NFIELDS) {
             PyErr_Format(PyExc_TypeError, "FastView() got an unexpected keyword argument %R", key);
@@ -88,8 +89,8 @@ static int entry_slots(PyObject *entry_type, PyObject **slots)
         slots[i] = PyObject_GetAttrString(entry_type, ENTRY_SLOT_NAMES[i]);
         if (slots[i] == NULL || !PyObject_TypeCheck(slots[i], &PyMemberDescr_Type)) {
             PyErr_Format(PyExc_TypeError,
-                         "FastView(entry_type=%.100s): no slot '%s' (the C fast path reads it from every cache "
-                         "entry; the class must declare it, e.g. @dataclass(slots=True))",
+                         "FastView(entry_type=%.100s): no slot '%s' (the C fast path reads it from "
+                         "every cache entry; the class must declare it, e.g. @dataclass(slots=True))",
                          ((PyTypeObject *)entry_type)->tp_name, ENTRY_SLOT_NAMES[i]);
             return -1;
         }
@@ -105,8 +106,8 @@ static int counters(PyObject *verdicts, PyObject *stats)
         PyObject *n = PyDict_GetItemWithError(verdicts, keys[i]);
         if (n == NULL || !PyLong_Check(n)) {
             if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "FastView(verdicts=...): no count at %R (the C fast path adds to it)",
-                             keys[i]);
+                PyErr_Format(PyExc_TypeError,
+                             "FastView(verdicts=...): no count at %R (the C fast path adds to it)", keys[i]);
             return -1;
         }
     }
@@ -115,7 +116,8 @@ static int counters(PyObject *verdicts, PyObject *stats)
     Py_XDECREF(hits);
     if (!ok) {
         PyErr_Clear();
-        PyErr_SetString(PyExc_TypeError, "FastView(stats=...): no int cache_hits (the C fast path adds to it)");
+        PyErr_SetString(PyExc_TypeError,
+                        "FastView(stats=...): no int cache_hits (the C fast path adds to it)");
         return -1;
     }
     return 0;
@@ -128,9 +130,10 @@ static int plans_ok(PyObject *plans)
     Py_ssize_t pos = 0;
     PyObject *key, *plan;
     while (PyDict_Next(plans, &pos, &key, &plan)) {
-        int ok = (key == Py_None || PyLong_CheckExact(key)) && PyTuple_Check(plan) && PyTuple_GET_SIZE(plan) == 4
-                 && PyLong_CheckExact(PyTuple_GET_ITEM(plan, 0)) && PyBytes_Check(PyTuple_GET_ITEM(plan, 1))
-                 && PyLong_CheckExact(PyTuple_GET_ITEM(plan, 2)) && PyBool_Check(PyTuple_GET_ITEM(plan, 3));
+        int ok = (key == Py_None || PyLong_CheckExact(key)) && PyTuple_Check(plan)
+                 && PyTuple_GET_SIZE(plan) == 4 && PyLong_CheckExact(PyTuple_GET_ITEM(plan, 0))
+                 && PyBytes_Check(PyTuple_GET_ITEM(plan, 1)) && PyLong_CheckExact(PyTuple_GET_ITEM(plan, 2))
+                 && PyBool_Check(PyTuple_GET_ITEM(plan, 3));
         if (ok) {
             long rcode = PyLong_AsLong(PyTuple_GET_ITEM(plan, 0));
             long ancount = PyLong_AsLong(PyTuple_GET_ITEM(plan, 2));
@@ -180,19 +183,15 @@ static int FastView_traverse(FastView *v, visitproc visit, void *arg)
     return 0;
 }
 
-static int FastView_clear(FastView *v)
+/* No tp_clear: a view's members stay set for its whole life, so serve() never meets a
+ * cleared one; the GC breaks a cycle through a view at the dicts and lists in it. */
+static void FastView_dealloc(FastView *v)
 {
+    PyObject_GC_UnTrack(v);
     for (size_t i = 0; i < NFIELDS; i++)
         Py_CLEAR(FIELD(v, i));
     for (int i = 0; i < ENTRY_SLOTS; i++)
         Py_CLEAR(v->entry_slots[i]);
-    return 0;
-}
-
-static void FastView_dealloc(FastView *v)
-{
-    PyObject_GC_UnTrack(v);
-    FastView_clear(v);
     Py_TYPE(v)->tp_free((PyObject *)v);
 }
 
@@ -218,15 +217,14 @@ PyTypeObject kz_FastViewType = {
     .tp_new = FastView_new,
     .tp_dealloc = (destructor)FastView_dealloc,
     .tp_traverse = (traverseproc)FastView_traverse,
-    .tp_clear = (inquiry)FastView_clear,
     .tp_getset = FastView_getset,
 };
 
 FastView *kz_fast_view_arg(PyObject *obj, const char *func)
 {
     if (!Py_IS_TYPE(obj, &kz_FastViewType)) {
-        PyErr_Format(PyExc_TypeError, "%s: a kzgate._native.FastView expected (Engine.fast_view), not %.100s", func,
-                     Py_TYPE(obj)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s: a kzgate._native.FastView expected (Engine.fast_view), not %.100s",
+                     func, Py_TYPE(obj)->tp_name);
         return NULL;
     }
     return (FastView *)obj;
@@ -264,7 +262,8 @@ static int add_count(PyObject *obj, PyObject *key, long n, int attr)
 
 int kz_fast_view_count(FastView *v, const Tally *t)
 {
-    if (add_count(v->verdicts, s_blocked, t->blocked, 0) < 0 || add_count(v->verdicts, s_cached, t->cached, 0) < 0
+    if (add_count(v->verdicts, s_blocked, t->blocked, 0) < 0
+        || add_count(v->verdicts, s_cached, t->cached, 0) < 0
         || add_count(v->verdicts, s_dropped, t->dropped, 0) < 0)
         return -1;
     return add_count(v->stats, s_cache_hits, t->cached, 1);
@@ -273,7 +272,8 @@ int kz_fast_view_count(FastView *v, const Tally *t)
 int kz_fast_view_add(PyObject *module)
 {
     struct { PyObject **slot; const char *text; } names[] = {
-        {&s_blocked, "blocked"}, {&s_cached, "cached"}, {&s_dropped, "dropped"}, {&s_cache_hits, "cache_hits"},
+        {&s_blocked, "blocked"}, {&s_cached, "cached"}, {&s_dropped, "dropped"},
+        {&s_cache_hits, "cache_hits"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

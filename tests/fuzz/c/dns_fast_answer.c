@@ -9,9 +9,10 @@
  * harness embeds CPython: build.sh compiles every C file of kzgate._native into
  * it (instrumented for coverage and the sanitizers), and the module is
  * registered as kzgate._native before kzgate is imported, so kzgate's own code
- * builds the engines, their FastViews, the NameTables and the cache on it. Each input goes to fast_pair.Checker.check (next to this file):
- * C first, the engine for what C leaves, against the engine alone, in every block
- * mode. A mismatch raises, and the harness aborts with the Python traceback.
+ * builds the engines, their FastViews, the NameTables and the cache on it.
+ * Each input goes to fast_pair.Checker.check (next to this file): C first, the
+ * engine for what C leaves, against the engine alone, in every block mode. A
+ * mismatch raises, and the harness aborts with the Python traceback.
  *
  * build.sh passes KZGATE_ROOT; the interpreter is the one of $KZGATE_ROOT/.venv
  * (its site-packages: kzgate installed editable, dnslib), with PYTHONMALLOC=malloc
