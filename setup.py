@@ -6,10 +6,24 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-# The C fast path: its one translation unit and the Python-free headers it includes
-# (the libFuzzer harnesses in tests/fuzz/c include them too).
-SOURCES = ["kzgate/dns/_fast.c"]
-HEADERS = ["kzgate/dns/query_parse.h", "kzgate/nametable_core.h"]
+# kzgate._native, one module from these C files (kzgate/_native.c puts the parts
+# together): the NameTable, and the DNS fast path that reads it in place. The
+# Python-free headers (query_parse.h, nametable_core.h) are what the libFuzzer
+# harnesses in tests/fuzz/c include on their own.
+SOURCES = [
+    "kzgate/_native.c",
+    "kzgate/nametable.c",
+    "kzgate/dns/fast_view.c",
+    "kzgate/dns/fast_answer.c",
+    "kzgate/dns/fast_udp.c",
+]
+HEADERS = [
+    "kzgate/native.h",
+    "kzgate/nametable.h",
+    "kzgate/nametable_core.h",
+    "kzgate/dns/fast.h",
+    "kzgate/dns/query_parse.h",
+]
 
 
 def sources_sha256(paths: list[str]) -> str:
@@ -21,15 +35,15 @@ def sources_sha256(paths: list[str]) -> str:
 
 
 FILES = SOURCES + HEADERS
-# Optional for an install without a compiler (the engine then answers in pure
-# Python); scripts/test sets KZGATE_REQUIRE_FAST=1, and then a compile error fails
-# the install instead of leaving an old module in place.
+# Optional for an install without a compiler (a dict NameTable, and the engine
+# answers in pure Python); scripts/test sets KZGATE_REQUIRE_FAST=1, and then a
+# compile error fails the install instead of leaving an old module in place.
 REQUIRE = os.environ.get("KZGATE_REQUIRE_FAST") == "1"
 
 setup(
     ext_modules=[
         Extension(
-            "kzgate.dns._fast",
+            "kzgate._native",
             sources=SOURCES,
             depends=HEADERS,
             optional=not REQUIRE,

@@ -8,7 +8,7 @@
  * cache line; a dict of bytes keys reads three (index, entry, key object) and
  * costs twice the memory.
  *
- * Pure C, no Python: kzgate/dns/_fast.c wraps it as the NameTable type (with
+ * Pure C, no Python: kzgate/nametable.c wraps it as the NameTable type (with
  * PyMem allocators, defined before the include), and the libFuzzer harness in
  * tests/fuzz/c drives it against a model. Errors are return codes.
  */

@@ -2,18 +2,18 @@
 
 Names are keyed by their lower-case wire form, so a query's name can be matched
 straight from the packet: the name and each parent suffix are one probe each.
-They live in a NameTable (kzgate/dns/_fast.c: about 40 octets a name, and a
-probe allocates nothing and usually reads one cache line; a dict without the C
-module), each mapped to the number of its InstructionRef in ``refs``.
+They live in a NameTable (kzgate/nametable.py: compiled, about 40 octets a name,
+and a probe allocates nothing and usually reads one cache line; a dict without
+the C module), each mapped to the number of its InstructionRef in ``refs``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from kzgate.dns.fastpath import NameTable, new_name_table
 from kzgate.model import InstructionRef
 from kzgate.names import IPNetwork, domain_to_wire
+from kzgate.nametable import NameTable, new_name_table
 
 
 class PolicyIndex:

@@ -35,8 +35,9 @@ ensure_commands() {
     apt_install "${missing[@]}"
 }
 
-# The DNS fast path (kzgate/dns/_fast.c) is compiled at install: a C compiler and
-# Python's headers. Without them the install still works, in pure Python.
+# kzgate's C code (kzgate._native: the NameTable, the DNS fast path) is compiled
+# at install: a C compiler and Python's headers. Without them the install still
+# works, in pure Python.
 ensure_build_tools() {
     command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
     if ! "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then

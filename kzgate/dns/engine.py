@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import struct
 
-from kzgate.dns.cache import Cache, CacheKey
-from kzgate.dns.fastpath import FastView
+from kzgate.dns.cache import Cache, CacheKey, Entry
+from kzgate.dns.fastpath import FAST, BlockPlans, FastView, OptMemo
 from kzgate.dns.types import BlockSettings, DnsStats, Forward
 from kzgate.dns.wire import (
     CD,
@@ -51,6 +51,7 @@ from kzgate.dns.wire import (
 )
 from kzgate.model import InstructionRef
 from kzgate.names import domain_to_wire
+from kzgate.nametable import is_compiled
 from kzgate.policy import PolicyIndex
 
 MAX_EDE_TEXT = 200
@@ -76,7 +77,7 @@ class BlockAnswers:
         a = b"\xc0\x0c" + RR_FIXED.pack(T_A, 1, ttl, 4) + settings.sinkhole_ipv4.packed
         aaaa = b"\xc0\x0c" + RR_FIXED.pack(T_AAAA, 1, ttl, 16) + settings.sinkhole_ipv6.packed
         # Per qtype: (rcode, answer RRs, ANCOUNT, SOA in authority?); key None for any other type.
-        self._plans: dict[int | None, tuple[int, bytes, int, bool]]
+        self._plans: BlockPlans
         if settings.mode == "nxdomain":
             self._plans = {None: (NXDOMAIN, b"", 0, True)}
         elif settings.mode == "refused":
@@ -96,7 +97,7 @@ class BlockAnswers:
         # by identity (the index shares one ref per instruction), so the C fast path can
         # find it without calling the dataclass's __hash__; the ref in the value keeps
         # the id from being reused.
-        self._opts: dict[int, tuple[InstructionRef, bytes, bytes]] = {}
+        self._opts: OptMemo = {}
 
     def _opt(self, do_bit: bool, text: bytes) -> bytes:
         tail = _OPT_EDE_TAIL.pack(6 + len(text), EDE_OPTION, 2 + len(text), EDE_CENSORED)
@@ -145,12 +146,18 @@ class BlockAnswers:
             opt = self._opt(do_bit, utf8_prefix(self.text(ref), room - 17))
         return HEADER.pack(client_id, flags, 1, ancount, int(soa), 1) + body + opt
 
-    def fast_parts(self) -> tuple[object, bytes, object]:
+    def fast_parts(self) -> tuple[BlockPlans, bytes, OptMemo]:
         """What the C fast path reads to build the same answers: plans, SOA tail, OPT memo."""
         return self._plans, self._soa_tail, self._opts
 
 
 class Engine:
+    # The engine's live structures for the C fast path (serve() and answer() of
+    # kzgate/dns/fastpath.py), by name. Set only when C may read them: the module is
+    # built and the names are in its table. A plain attribute: the DNS server reads it
+    # on every batch of datagrams.
+    fast_view: FastView
+
     def __init__(
         self,
         index: PolicyIndex,
@@ -164,20 +171,26 @@ class Engine:
         self.stats = stats if stats is not None else DnsStats()
         self._block = BlockAnswers(settings)
         self._opt = (opt_rr(False), opt_rr(True))
-        self.fast_view = self._fast_view()
+        self._refresh_fast_view()
 
-    def _fast_view(self) -> FastView:
-        """The engine's live structures, in the order kzgate/dns/_fast.c reads them."""
+    def _refresh_fast_view(self) -> None:
+        """(Re)build ``fast_view``: kzgate/dns/fast_view.c checks every field now, at start
+        and on reload, and refuses loudly what does not fit, instead of misreading it later."""
+        names = self.index.name_table
+        if FAST is None or not is_compiled(names):
+            vars(self).pop("fast_view", None)  # no C reads a dict table, or without C
+            return
         plans, soa_tail, opts = self._block.fast_parts()
-        return (
-            self.index.name_table,
-            self.index.refs,
-            self.cache.entries,
-            plans,
-            soa_tail,
-            opts,
-            self.stats.verdicts,
-            self.stats,
+        self.fast_view = FAST.FastView(
+            names=names,
+            refs=self.index.refs,
+            entries=self.cache.entries,
+            entry_type=Entry,
+            plans=plans,
+            soa_tail=soa_tail,
+            opts=opts,
+            verdicts=self.stats.verdicts,
+            stats=self.stats,
         )
 
     @property
@@ -188,7 +201,7 @@ class Engine:
     def settings(self, value: BlockSettings) -> None:
         # A reload rebuilds the constant pieces once, not per answer.
         self._block = BlockAnswers(value)
-        self.fast_view = self._fast_view()
+        self._refresh_fast_view()
 
     def on_query(self, data: bytes, now: float, *, tcp: bool = False) -> bytes | Forward | None:
         """An answer to send, a Forward to resolve upstream, or None to drop the packet."""

@@ -3,7 +3,7 @@
  * them, for the one shape the C fast path answers; anything else is left to the
  * engine, which stays the reference.
  *
- * Pure C, no Python: kzgate/dns/_fast.c includes it, and so do the libFuzzer
+ * Pure C, no Python: kzgate/dns/fast_answer.c includes it, and so do the libFuzzer
  * harnesses in tests/fuzz/c, which run it under AddressSanitizer and UBSan
  * without an interpreter. Every read is checked against the datagram's length
  * before it is made; ``name`` is the struct's last member and exactly the
@@ -50,7 +50,7 @@ static inline void dns_put16(unsigned char *p, unsigned v)
  * to the engine (malformed, or a shape it treats differently: QR set, an opcode
  * other than QUERY, QDCOUNT not 1, records other than one OPT right after the
  * question, an EDNS version other than 0). Reads q[0..n) only. */
-static int query_parse(const unsigned char *q, size_t n, Query *out)
+static inline int query_parse(const unsigned char *q, size_t n, Query *out)
 {
     if (n < DNS_HEADER || (q[2] & 0xF8)) /* no header; QR set or an opcode other than QUERY */
         return 0;

@@ -104,7 +104,7 @@ class DnsServer:
         """Bind UDP and TCP on every listen address; the (host, port) pairs bound."""
         if self._fast is None:
             why = "is not built" if FAST is None else "is off for this worker (repeated crashes)"
-            log.info("DNS over UDP in pure Python: the C fast path (kzgate.dns._fast) %s", why)
+            log.info("DNS over UDP in pure Python: the C fast path (kzgate._native) %s", why)
         try:
             return await self._listeners.start(self._listen)
         except BaseException:

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 from kzgate.config import Config, DnsConfig, HostPort
 from kzgate.dns.crashes import EngineKind, Refork, WorkerHealth
-from kzgate.dns.fastpath import FAST, DictNameTable
+from kzgate.dns.fastpath import FAST
 from kzgate.dns.local import LocalDns, block_settings
 from kzgate.dns.sockets import bind_udp_tcp, hand_over
 from kzgate.dns.telemetry import DnsCollector, DnsSnapshot, WorkerCollector, WorkerCounts, total
@@ -50,6 +50,7 @@ from kzgate.enforce.dnsindex import DnsIndexEnforcer, apply_to_index
 from kzgate.loop import new_event_loop
 from kzgate.metrics import Collector
 from kzgate.model import Diff, State
+from kzgate.nametable import DictNameTable
 from kzgate.policy import PolicyIndex
 
 log = logging.getLogger("kzgate.dns.workers")

@@ -54,7 +54,7 @@ class Resolver:
 Make = Callable[..., Awaitable[Resolver]]
 
 
-# Every test runs on both UDP paths: the C fast path (kzgate/dns/_fast.c) in front
+# Every test runs on both UDP paths: the C fast path (kzgate/dns/fast_*.c) in front
 # of the engine, and the engine alone (an install without a compiler).
 UDP_PATHS = [
     pytest.param(FAST, id="udp-c", marks=pytest.mark.skipif(FAST is None, reason="not built")),

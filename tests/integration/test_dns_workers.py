@@ -18,9 +18,10 @@ from kzfixtures import Regulator, push_task, write_config
 
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
-from kzgate.dns.fastpath import FAST, DictNameTable
+from kzgate.dns.fastpath import FAST
 from kzgate.dns.workers import WorkerPool, _resolver, _Setup
 from kzgate.model import InstructionRef
+from kzgate.nametable import DictNameTable
 from kzgate.policy import PolicyIndex
 
 WORKERS = 3

@@ -1,4 +1,4 @@
-"""The C fast path (kzgate/dns/_fast.c) against the engine it stands in front of.
+"""The C fast path (kzgate/dns/fast_*.c) against the engine it stands in front of.
 
 Two engines are built the same way; for every query the C path's answer, when
 it gives one, must be byte for byte the engine's answer, and both must count it

@@ -1,4 +1,4 @@
-"""The policy's NameTable, compiled (kzgate/dns/_fast.c) and in Python, against a dict model."""
+"""The policy's NameTable, compiled (kzgate/nametable.c) and in Python, against a dict model."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kzgate.dns.fastpath import FAST, DictNameTable, NameTable
 from kzgate.names import domain_to_wire
+from kzgate.nametable import CompiledNameTable, DictNameTable, NameTable
 
 KINDS = [
-    pytest.param("c", marks=pytest.mark.skipif(FAST is None, reason="not built")),
+    pytest.param("c", marks=pytest.mark.skipif(CompiledNameTable is None, reason="not built")),
     pytest.param("python"),
 ]
 
 
 def new(kind: str) -> NameTable:
     if kind == "c":
-        assert FAST is not None
-        return FAST.NameTable()
+        assert CompiledNameTable is not None
+        return CompiledNameTable()
     return DictNameTable()
 
 
@@ -94,20 +94,20 @@ def test_bad_names_are_refused_and_odd_qnames_are_safe(kind: str) -> None:
             table.set(b"\x01" * 256, 1)
         with pytest.raises(TypeError):
             table.set("kz", 1)  # type: ignore[arg-type]
-        assert FAST is not None
+        assert CompiledNameTable is not None
         with pytest.raises(TypeError):
-            FAST.NameTable(16)  # type: ignore[call-arg]
+            CompiledNameTable(16)  # type: ignore[call-arg]
         with pytest.raises(TypeError):
-            FAST.NameTable(size=16)  # type: ignore[call-arg]
+            CompiledNameTable(size=16)  # type: ignore[call-arg]
     # Length octets that run past the end, or none at all: no match, no read past the end.
     for qname in (b"", b"\x00", b"\x3f", b"\x02kz", b"\x05kz\x00", b"\x01a\x02kz\x00\x00"):
         assert table.match(qname) == model_match({b"\x02kz\x00": 1}, qname)
 
 
-@pytest.mark.skipif(FAST is None, reason="not built")
+@pytest.mark.skipif(CompiledNameTable is None, reason="not built")
 def test_c_table_is_compact() -> None:
-    assert FAST is not None
-    table = FAST.NameTable()
+    assert CompiledNameTable is not None
+    table = CompiledNameTable()
     for i in range(100_000):
         table.set(domain_to_wire(f"b{i}.blocked-{i % 1000}.kz"), i % 10)
     assert table.nbytes / len(table) < 60

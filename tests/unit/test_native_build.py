@@ -1,10 +1,11 @@
-"""Gates on the C module itself (kzgate/dns/_fast.c): built, from these sources, on every Python.
+"""Gates on the C module itself (kzgate._native): built, from these sources, on every Python.
 
 None of these tests sits under a skip for a missing module: when scripts/test
 sets KZGATE_REQUIRE_FAST=1, a module that did not build, or was built from other
 sources (an old .so left by a failed optional build), fails the run.
 
-The compile test builds _fast.c with -Wall -Wextra -Werror against the headers
+The compile test builds every C file under kzgate/ into the one module, with
+-Wall -Wextra -Werror, against the headers
 of every CPython >= 3.11 found here (this interpreter, ``python3.X`` on PATH,
 pyenv versions) and answers a few queries in each. On a machine with only one
 such Python (CI: Debian's 3.11) it checks that one; the test ids name every
@@ -26,10 +27,10 @@ import dnslib
 import pytest
 
 from kzgate.dns.engine import Engine
-from kzgate.dns.fastpath import FAST
 from kzgate.dns.types import BlockSettings, Forward
 from kzgate.model import InstructionRef
 from kzgate.names import domain_to_wire
+from kzgate.native import NATIVE
 from kzgate.policy import PolicyIndex
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,18 +61,25 @@ def included(path: str) -> set[str]:
     return seen
 
 
-def test_fast_module_is_built_from_the_sources_on_disk() -> None:
-    if FAST is None:
+def c_sources() -> list[Path]:
+    """Every C file under kzgate/: setup.py builds kzgate._native from all of them (the test
+    below holds its list to the disk)."""
+    return sorted((ROOT / "kzgate").rglob("*.c"))
+
+
+def test_native_module_is_built_from_the_sources_on_disk() -> None:
+    if NATIVE is None:
         if REQUIRED:
-            pytest.fail("kzgate.dns._fast did not build, and KZGATE_REQUIRE_FAST=1 requires it")
+            pytest.fail("kzgate._native did not build, and KZGATE_REQUIRE_FAST=1 requires it")
         pytest.skip("the C fast path is not built (no compiler); KZGATE_REQUIRE_FAST is not set")
-    files = FAST.SOURCE_FILES.split()
+    files = NATIVE.SOURCE_FILES.split()
     assert files, "built without setup.py's source list (-DKZGATE_SOURCE_FILES)"
     on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "kzgate").rglob("*.[ch]")}
     assert set(files) == on_disk, "setup.py must list every C source and header under kzgate/"
-    assert included("kzgate/dns/_fast.c") <= set(files)
-    assert sources_sha256(files) == FAST.SOURCE_SHA256, (
-        "kzgate.dns._fast is not built from the C sources on disk: rebuild it "
+    for source in c_sources():
+        assert included(str(source.relative_to(ROOT))) <= set(files)
+    assert sources_sha256(files) == NATIVE.SOURCE_SHA256, (
+        "kzgate._native is not built from the C sources on disk: rebuild it "
         "(pip install -e .), and look for a compile error the optional build hid"
     )
 
@@ -164,21 +172,22 @@ def smoke_spec() -> dict[str, object]:
 _SMOKE = """
 import ast, sys
 sys.path.insert(0, sys.argv[1])
-import _fast
+import _native
 spec = ast.literal_eval(sys.stdin.read())
 for bad in ((1,), {"x": 1}):
     try:
-        _fast.NameTable(*bad) if isinstance(bad, tuple) else _fast.NameTable(**bad)
+        _native.NameTable(*bad) if isinstance(bad, tuple) else _native.NameTable(**bad)
     except TypeError:
         pass
     else:
         raise SystemExit("NameTable took an argument")
-names = _fast.NameTable()
+names = _native.NameTable()
 for name, value in spec["names"]:
     names.set(name, value)
 assert len(names) == 1 and names.get(spec["names"][0][0]) == 0
 assert names.match(b"\\x03www" + spec["names"][0][0]) == (4, 0)
 class Entry:
+    __slots__ = ("reply", "ttl_offsets", "ttls", "inserted", "expires", "targets")
     def __init__(self, reply, ttl_offsets, ttls, inserted, expires):
         self.reply, self.ttl_offsets, self.ttls = reply, ttl_offsets, ttls
         self.inserted, self.expires, self.targets = inserted, expires, ()
@@ -186,10 +195,19 @@ class Stats:
     cache_hits = 0
 verdicts = {"blocked": 0, "cached": 0, "dropped": 0}
 stats = Stats()
-view = (names, [object()], {spec["key"]: Entry(*spec["entry"])}, dict(spec["plans"]),
-        spec["soa_tail"], {}, verdicts, stats)
+fields = dict(names=names, refs=[object()], entries={spec["key"]: Entry(*spec["entry"])},
+              entry_type=Entry, plans=dict(spec["plans"]), soa_tail=spec["soa_tail"], opts={},
+              verdicts=verdicts, stats=stats)
+for bad in (tuple(fields.values()), {**fields, "name": fields["names"]}):
+    try:
+        _native.FastView(*bad) if isinstance(bad, tuple) else _native.FastView(**bad)
+    except TypeError:
+        pass
+    else:
+        raise SystemExit("FastView took positional or unknown fields")
+view = _native.FastView(**fields)
 for data, expected in spec["queries"]:
-    got = _fast.answer(data, 10.0, view)
+    got = _native.answer(data, 10.0, view)
     assert got == expected, (data, got, expected)
 assert verdicts == {"blocked": 1, "cached": 1, "dropped": 0} and stats.cache_hits == 1, verdicts
 names.discard(spec["names"][0][0])
@@ -210,11 +228,11 @@ def test_builds_without_warnings_and_answers_on_every_python(
     spec = repr(smoke_spec())
     assert compilers(), "no C compiler (gcc or clang-14)"
     for cc in compilers():
-        out = tmp_path / cc / f"_fast{suffix}"
+        out = tmp_path / cc / f"_native{suffix}"
         out.parent.mkdir()
         cmd = [cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{include}"]
         build = subprocess.run(
-            [*cmd, str(ROOT / "kzgate/dns/_fast.c"), "-o", str(out)],
+            [*cmd, *map(str, c_sources()), "-o", str(out)],
             capture_output=True,
             text=True,
         )

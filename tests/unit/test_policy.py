@@ -3,10 +3,10 @@ import ipaddress
 import pytest
 
 from kzgate import policy
-from kzgate.dns.fastpath import FAST, DictNameTable
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
 from kzgate.model import Diff, InstructionRef, State
 from kzgate.names import domain_to_wire
+from kzgate.nametable import CompiledNameTable, DictNameTable
 from kzgate.policy import PolicyIndex
 
 A = InstructionRef("mci", "1", "2026-11-01")
@@ -16,7 +16,7 @@ B = InstructionRef("mci", "2", "2026-11-02")
 @pytest.fixture(
     autouse=True,
     params=[
-        pytest.param("c", marks=pytest.mark.skipif(FAST is None, reason="not built")),
+        pytest.param("c", marks=pytest.mark.skipif(CompiledNameTable is None, reason="not built")),
         "python",
     ],
 )

@@ -8,7 +8,8 @@
 # datagram; a flag on the command line overrides it); its seed corpus is
 # tests/fuzz/corpus/<name>/. A harness whose source says "fuzz-build: embeds-python"
 # embeds the interpreter of the checkout's .venv (kzgate installed in it, as
-# scripts/test leaves it) and links its libpython.
+# scripts/test leaves it), links its libpython, and is built with every C file of
+# kzgate._native (all of kzgate/**/*.c, as setup.py lists them), instrumented too.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,8 +28,9 @@ for src in "$here"/*.c; do
         [ -x "$python" ] || { echo "$name: no $python (run scripts/test once)" >&2; exit 1; }
         mapfile -t py < <("$python" -c 'import sysconfig as s; v = s.get_config_var
 print(s.get_paths()["include"]); print(v("LIBDIR")); print(v("LDVERSION"))')
+        mapfile -t native < <(find "$root/kzgate" -name '*.c' | sort)
         # -fno-wrapv: Python's headers do not need it, and it would hide signed overflow.
-        extra=(-I"${py[0]}" -DKZGATE_ROOT="\"$root\"" -fno-wrapv
+        extra=("${native[@]}" -I"${py[0]}" -DKZGATE_ROOT="\"$root\"" -fno-wrapv
             -L"${py[1]}" -Wl,-rpath,"${py[1]}" -lpython"${py[2]}" -ldl -lm)
     fi
     "$cc" "${flags[@]}" "$src" -o "$out/$name" "${extra[@]}"

@@ -6,21 +6,26 @@
  * fuzz-build: embeds-python
  *
  * block_answer and cached_answer read the engine's Python structures, so this
- * harness embeds CPython: kzgate/dns/_fast.c is compiled into it (instrumented
- * for coverage and the sanitizers) and registered as kzgate.dns._fast before
- * kzgate is imported, so kzgate's own code builds the engines, the NameTables and
- * the cache on it. Each input goes to fast_pair.Checker.check (next to this file):
- * C first, the engine for what C leaves, against the engine alone, in every block
- * mode. A mismatch raises, and the harness aborts with the Python traceback.
+ * harness embeds CPython: build.sh compiles every C file of kzgate._native into
+ * it (instrumented for coverage and the sanitizers), and the module is
+ * registered as kzgate._native before kzgate is imported, so kzgate's own code
+ * builds the engines, their FastViews, the NameTables and the cache on it.
+ * Each input goes to fast_pair.Checker.check (next to this file): C first, the
+ * engine for what C leaves, against the engine alone, in every block mode. A
+ * mismatch raises, and the harness aborts with the Python traceback.
  *
  * build.sh passes KZGATE_ROOT; the interpreter is the one of $KZGATE_ROOT/.venv
  * (its site-packages: kzgate installed editable, dnslib), with PYTHONMALLOC=malloc
  * so ASan sees every Python allocation. Leak checking is off: an interpreter keeps
  * caches and free lists that look like leaks.
  */
-#include "../../../kzgate/dns/_fast.c"
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
 
 #include "fuzz_common.h"
+
+PyMODINIT_FUNC PyInit__native(void); /* kzgate/_native.c */
 
 #ifndef KZGATE_ROOT
 #error "build with -DKZGATE_ROOT=\"/path/to/the/checkout\" (tests/fuzz/c/build.sh does)"
@@ -59,9 +64,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fail_python("Py_InitializeFromConfig failed");
     PyConfig_Clear(&config);
 
-    PyObject *module = PyInit__fast(), *modules = PyImport_GetModuleDict();
-    if (module == NULL || PyDict_SetItemString(modules, "kzgate.dns._fast", module) < 0)
-        fail_python("registering the instrumented kzgate.dns._fast failed");
+    PyObject *module = PyInit__native(), *modules = PyImport_GetModuleDict();
+    if (module == NULL || PyDict_SetItemString(modules, "kzgate._native", module) < 0)
+        fail_python("registering the instrumented kzgate._native failed");
     PyObject *sys_path = PySys_GetObject("path"); /* borrowed */
     PyObject *here = PyUnicode_FromString(KZGATE_ROOT "/tests/fuzz/c");
     if (sys_path == NULL || here == NULL || PyList_Insert(sys_path, 0, here) < 0)
@@ -70,7 +75,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     PyObject *pair = PyImport_ImportModule("fast_pair");
     PyObject *fast = pair ? PyObject_GetAttrString(pair, "FAST") : NULL;
     if (fast == NULL || fast != module)
-        fail_python("fast_pair did not get the instrumented module as kzgate.dns._fast");
+        fail_python("fast_pair did not get the instrumented module as kzgate._native");
     Py_DECREF(fast);
     PyObject *checker = PyObject_CallMethod(pair, "Checker", NULL);
     check = checker ? PyObject_GetAttrString(checker, "check") : NULL;

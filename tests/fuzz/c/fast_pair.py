@@ -1,6 +1,6 @@
 """The C fast path against the engine for one datagram: the oracle of the dns_fast_answer
 fuzzer (which runs it in an embedded interpreter, with its own instrumented build of
-kzgate/dns/_fast.c as kzgate.dns._fast) and of tests/unit/test_native_corpus.py.
+kzgate's C files as kzgate._native) and of tests/unit/test_native_corpus.py.
 
 For each block mode, two engines built alike: restricted names, and a cache filled
 through the engine's own on_query/on_upstream (plain and EDNS, DO or not; a CNAME into
@@ -74,7 +74,7 @@ def engine(mode: BlockMode) -> Engine:
 
 class Checker:
     def __init__(self) -> None:
-        assert FAST is not None, "kzgate.dns._fast is not built"
+        assert FAST is not None, "kzgate._native is not built"
         self.pairs = {mode: (engine(mode), engine(mode)) for mode in MODES}
         # What the caches hold now: put back when an expired entry was dropped.
         self.filled = {
