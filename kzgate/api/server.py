@@ -75,7 +75,7 @@ class HttpLimits:
 class _Conn:
     """One accepted connection, from accept to close."""
 
-    __slots__ = ("busy", "evicted", "handler", "partial", "requests", "task", "timer", "transport")
+    __slots__ = ("busy", "handler", "partial", "requests", "task", "timer", "transport")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None  # accept → handshake done
@@ -85,7 +85,6 @@ class _Conn:
         self.requests = 0
         self.partial = False  # bytes came since the last request began or ended
         self.timer: asyncio.TimerHandle | None = None
-        self.evicted = False
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -104,7 +103,6 @@ def _idle(conn: _Conn) -> bool:
 
 
 def _evict(conn: _Conn) -> None:
-    conn.evicted = True
     conn.abort()
 
 

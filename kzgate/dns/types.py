@@ -39,7 +39,6 @@ class DnsStats:
 
     verdicts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
     cache_hits: int = 0
-    upstream_seconds: list[float] = field(default_factory=list)  # drained by the exporter
     # what the listener's limits refused, by reason (kzgate_listener_refusals_total{listener="dns"})
     refusals: dict[str, int] = field(default_factory=dict)
 

@@ -28,7 +28,6 @@ RA = 0x0080
 CD = 0x0010
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-BADVERS = 16  # extended: OPT ext-rcode 1, header rcode 0
 
 T_A, T_CNAME, T_SOA, T_AAAA, T_DNAME, T_OPT, T_ANY = 1, 5, 6, 28, 39, 41, 255
 

@@ -1,4 +1,8 @@
-"""The built-in resolver's policy index as an enforcer: dict updates, in process."""
+"""The built-in resolver's policy index as an enforcer: dict updates, in process.
+
+It carries the domains of a diff; prefixes are nftables' (DNS cannot block an
+address), so it leaves them out, as the nftables enforcer leaves out domains.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from kzgate.policy import PolicyIndex
 
 
 class DnsIndexEnforcer(Enforcer):
-    """Keeps a PolicyIndex equal to the effective state."""
+    """Keeps a PolicyIndex equal to the effective state's domains."""
 
     name = "dns"
 
@@ -19,26 +23,20 @@ class DnsIndexEnforcer(Enforcer):
         apply_to_index(self.index, diff)
 
     async def reconcile(self, state: State) -> Diff:
-        current = State(domains=self.index.domains(), prefixes=self.index.prefixes())
-        fix = diff_between(current, state)
+        fix = diff_between(State(self.index.domains(), {}), State(state.domains, {}))
         apply_to_index(self.index, fix)
         return fix
 
     def uncarried(self, diff: Diff) -> Diff:
         """Nothing: intake normalizes every domain to at most 253 characters (255 octets
-        in wire form, which the NameTable holds) and every prefix to a valid network."""
+        in wire form, which the NameTable holds); prefixes are not the DNS's to carry."""
         return Diff()
 
 
 def apply_to_index(index: PolicyIndex, diff: Diff) -> None:
-    # Removals first: a prefix replaced by its parent must not linger beside it.
     for name in diff.domains_removed:
         index.remove_domain(name)
-    for net in diff.prefixes_removed:
-        index.remove_prefix(net)
     for name, ref in diff.domains_added.items():
         index.set_domain(name, ref)
     for name, ref in diff.domains_relabelled.items():
         index.set_domain(name, ref)
-    for net, ref in diff.prefixes_added.items():
-        index.set_prefix(net, ref)

@@ -25,13 +25,11 @@ class DryRunEnforcer(Enforcer):
 
     def __init__(self) -> None:
         self.prefixes: dict[IPNetwork, InstructionRef] = {}
-        self.applied = 0
 
     async def apply(self, diff: Diff) -> None:
         for net in diff.prefixes_removed:
             self.prefixes.pop(net, None)
         self.prefixes.update(diff.prefixes_added)
-        self.applied += 1
         log.info(
             "dry run: would add %d and remove %d domains, add %d and remove %d prefixes",
             len(diff.domains_added),

@@ -45,7 +45,7 @@ def parse_addr(addr: str) -> tuple[int, int]:
     return 0, int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
 
 
-def prefix_key(kind: str, value: str) -> PrefixKey:
+def prefix_key(value: str) -> PrefixKey:
     """The (family, key) of a normalized ``ip`` or ``cidr`` target."""
     addr, _, length = value.partition("/")
     fam, start = parse_addr(addr)

@@ -114,7 +114,7 @@ class EffectiveState:
                     if new is not None:
                         domains[value] = new
             elif kind == "ip":
-                fam, key = prefix_key(kind, value)
+                fam, key = prefix_key(value)
                 active = st._active[fam]
                 cur = active.get(key)
                 if cur is None:
@@ -131,7 +131,7 @@ class EffectiveState:
             named_ip: set[PrefixKey] = set()
             for t in targets:
                 if t.kind == "cidr":
-                    fam, key = prefix_key(t.kind, t.value)
+                    fam, key = prefix_key(t.value)
                     if ref in _iter(st._active[fam].get(key, ())):
                         named_ip.add((fam, key))
             st._add_targets(ref, targets, [], {}, {}, named_ip)
@@ -182,7 +182,7 @@ class EffectiveState:
                     if _label(rest) != _label(cur):
                         relabelled[value] = _label(rest)
             elif kind == "ip" or kind == "cidr":
-                fam, key = prefix_key(kind, value)
+                fam, key = prefix_key(value)
                 if key & LOW == BITS[fam]:
                     (host_ip if kind == "ip" else host_cidr).add((fam, key))
                 active = self._active[fam]
@@ -234,7 +234,7 @@ class EffectiveState:
                 elif _label(new) != _label(cur):
                     relabelled[value] = ref
             elif kind == "ip" or kind == "cidr":
-                fam, key = prefix_key(kind, value)
+                fam, key = prefix_key(value)
                 host = key & LOW == BITS[fam]
                 if host:
                     (host_ip if kind == "ip" else host_cidr).add((fam, key))

@@ -322,16 +322,6 @@ class Register(RegisterReads):
                 {"iss": iss, "id": id, "status": status, "applied_at": receipt.get("applied_at")},
             )
 
-    def set_status(self, iss: str, id: str, status: str) -> None:
-        if status not in TASK_STATUSES:
-            raise ValueError(f"unknown task status {status!r}")
-        with self._lock, self._tx():
-            cur = self._conn.execute(
-                "UPDATE tasks SET status = ? WHERE iss = ? AND id = ?", (status, iss, id)
-            )
-            if cur.rowcount != 1:
-                raise KeyError(f"task {iss}/{id} is not stored")
-
     def _tx(self) -> _Transaction:
         return _Transaction(self._conn)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from kzfixtures import Regulator
 from kzgate.daemon import build_trust
 from kzgate.enforce.base import Enforcer
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
+from kzgate.enforce.dryrun import DryRunEnforcer
 from kzgate.enforce.set import EnforcerSet
 from kzgate.errors import Conflict
 from kzgate.keys import load_private_key
@@ -47,7 +49,7 @@ class FlakyEnforcer(Enforcer):
 
 
 def make_pipeline(
-    tmp_path: Path, pki: Path, enforcer: FlakyEnforcer, apply_timeout: float = 30.0
+    tmp_path: Path, pki: Path, *enforcers: Enforcer, apply_timeout: float = 30.0
 ) -> Pipeline:
     from kzfixtures import write_config
 
@@ -56,7 +58,7 @@ def make_pipeline(
     cfg = load_config(write_config(tmp_path, pki))
     return Pipeline(
         register=Register.open(tmp_path / "kzgate.db"),
-        enforcers=EnforcerSet([enforcer], apply_timeout=apply_timeout),
+        enforcers=EnforcerSet(enforcers, apply_timeout=apply_timeout),
         trust=build_trust(cfg),
         operator_id="op-test",
         receipt_key=load_private_key(pki / "keys/operator.key"),
@@ -101,13 +103,13 @@ async def test_restart_rebuilds_enforcers_from_the_register(tmp_path: Path, pki:
         await first.submit(mci.sign(mci.restrict("1", "domain:other.kz")))
     await first.close()
 
-    fresh = FlakyEnforcer()
-    second = make_pipeline(tmp_path, pki, fresh)
+    fresh, prefixes = FlakyEnforcer(), DryRunEnforcer()
+    second = make_pipeline(tmp_path, pki, fresh, prefixes)
     await second.start()
     try:
         index = fresh.inner.index
         assert index.lookup_name("a.kept.kz") is not None
-        assert index.lookup_ip("10.9.1.1") is not None
+        assert set(prefixes.prefixes) == {ipaddress.ip_network("10.9.0.0/16")}
         assert index.lookup_name("gone.kz") is None
         assert index.lookup_name("other.kz") is None
     finally:

@@ -20,7 +20,7 @@ from kzgate.register.prefixes import MaximalPrefixes, key_network, prefix_key
 
 
 def key(text: str) -> tuple[int, int]:
-    return prefix_key("cidr" if "/" in text else "ip", text)
+    return prefix_key(text)
 
 
 def brute_force(active: set[IPNetwork]) -> set[IPNetwork]:

@@ -73,15 +73,13 @@ def test_restrict_applies_and_duplicate_returns_stored_receipt(reg: Register) ->
     assert dup.diff.is_empty()
 
 
-def test_set_status_accepted_is_unapplied(reg: Register) -> None:
+def test_accepted_is_unapplied_until_an_applied_receipt(reg: Register) -> None:
     reg.record(restrict("t1", 1, "100", DOM), T0)
     reg.set_receipt("mci", "t1", {"status": "accepted"}, None)
     assert reg.get_task_status("mci", "t1") == ("accepted", T0)
     assert reg.unapplied_tasks() == [("mci", "t1")]
-    reg.set_status("mci", "t1", "applied")
+    reg.set_receipt("mci", "t1", {"status": "applied"}, T0)
     assert reg.unapplied_tasks() == []
-    with pytest.raises(ValueError):
-        reg.set_status("mci", "t1", "bogus")
 
 
 def test_same_id_other_bytes_is_conflict(reg: Register, db: Path) -> None:

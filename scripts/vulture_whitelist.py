@@ -1,0 +1,36 @@
+# Names vulture (scripts/test: `vulture`, settings in pyproject.toml) reports as unused in
+# kzgate/ that are used after all. Not a module: vulture reads each line as a use of the name.
+# A new line needs the reason beside it; dead code is removed, not listed here.
+# ruff: noqa
+from vulture.whitelist_utils import Whitelist
+
+_ = Whitelist()
+
+# Called by a framework through a protocol, never by name in kzgate/.
+_.collect  # prometheus_client calls a registered Collector's collect() at each scrape
+_.datagram_received  # asyncio.DatagramProtocol callbacks
+_.error_received
+tb  # the third parameter of __exit__ (register/store.py), required by the protocol
+
+# Declarations of the C module's interface (typing.Protocol: read by mypy, implemented in C).
+_.entry_type  # dns/fastpath.py: FastView's field, read by fast_view.c
+entry_type  # dns/fastpath.py: FastViewType's keyword parameter
+view  # dns/fastpath.py: FastModule.serve/answer parameters
+SOURCE_SHA256  # native.py: the C module's build stamp; tests/unit/test_native_build.py
+SOURCE_FILES  # checks the module was built from the sources on disk (KZGATE_REQUIRE_FAST)
+_.nbytes  # nametable.py: the memory a NameTable holds (malloc'd by C, unseen by Python's
+#           own accounting): kept beside its C getter for measuring the table
+
+# Read by the tests and tools, on purpose, with no cost to the product.
+_.lookup_name  # policy.py: the text-name form of lookup_wire, the tests' way to ask the index
+verify_receipt  # protocol/receipts.py: the checking twin of sign_receipt (the receipt's reader)
+_.drift_repairs  # enforce/nft.py: bench/nft.py reports drift reports caused by its own batches
+
+# enforce/nftmsg.py is being split by another change of issue 11; these are dead there and go
+# with that split (then delete these lines): the encoder's unused SetChange and begin_seq, and
+# message types it never sends.
+SetChange
+_.begin_seq
+NFT_MSG_NEWTABLE
+NFT_MSG_NEWCHAIN
+NFT_MSG_NEWSET
