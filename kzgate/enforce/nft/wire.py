@@ -35,9 +35,8 @@ NFNL_MSG_BATCH_END = 0x11
 NFNLGRP_NFTABLES = 7
 NFPROTO_INET = 1
 
-# nf_tables message types (low byte; the high byte is the subsystem). The
-# creations of a table, chain or set are named too: the monitor sees them and
-# they are not drift (drift.py).
+# nf_tables message types (low byte; the high byte is the subsystem). NEWCHAIN
+# and NEWSET are named too: the monitor sees them, and they are not drift.
 NFT_MSG_DELTABLE = 2
 NFT_MSG_NEWCHAIN = 3
 NFT_MSG_DELCHAIN = 5
