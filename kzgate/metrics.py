@@ -164,7 +164,7 @@ DNS_WORKERS = Family(
     ("engine",),
 )
 
-# nftables (enforce/nft.py)
+# nftables (enforce/nft/)
 NFT_ELEMENTS = Family(
     "kzgate_nft_elements", "Prefixes in kzgate's nftables sets.", "gauge", ("family",)
 )

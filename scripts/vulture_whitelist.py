@@ -24,13 +24,8 @@ _.nbytes  # nametable.py: the memory a NameTable holds (malloc'd by C, unseen by
 # Read by the tests and tools, on purpose, with no cost to the product.
 _.lookup_name  # policy.py: the text-name form of lookup_wire, the tests' way to ask the index
 verify_receipt  # protocol/receipts.py: the checking twin of sign_receipt (the receipt's reader)
-_.drift_repairs  # enforce/nft.py: bench/nft.py reports drift reports caused by its own batches
+_.drift_repairs  # enforce/nft/enforcer.py: bench/nft.py reports drift reports caused by its own batches
 
-# enforce/nftmsg.py is being split by another change of issue 11; these are dead there and go
-# with that split (then delete these lines): the encoder's unused SetChange and begin_seq, and
-# message types it never sends.
-SetChange
-_.begin_seq
-NFT_MSG_NEWTABLE
+# enforce/nft/wire.py: message types tests use as events that must not count as drift.
 NFT_MSG_NEWCHAIN
 NFT_MSG_NEWSET

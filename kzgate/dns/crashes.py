@@ -1,6 +1,6 @@
 """After a DNS worker crashes: how long to wait before forking it again, and on which engine.
 
-Pure: crash times in, decisions out; the pool (workers.py) does the forking.
+Pure: crash times in, decisions out; the pool (workers/pool.py) does the forking.
 A crash is any death the pool did not ask for: a signal (SIGSEGV from the C
 fast path, SIGKILL from the OOM killer or from the pool itself when a worker
 stops acknowledging) or an exit.

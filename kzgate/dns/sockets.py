@@ -15,7 +15,7 @@ from kzgate.config import HostPort
 RCVBUF_BYTES = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 
 # A DNS worker serves sockets that its control process bound and keeps open
-# (dns/workers.py), so that what arrives while a crashed worker is forked again
+# (dns/workers/handover.py), so that what arrives while a crashed worker is forked again
 # waits in their queues. The worker hands them over here before its server binds.
 _handed_over: dict[tuple[str, int], tuple[socket.socket, socket.socket]] = {}
 

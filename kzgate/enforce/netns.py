@@ -59,9 +59,3 @@ def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
     if failure:
         raise failure[0]
     return result[0]
-
-
-def nft_command(name: str | None) -> list[str]:
-    """The argv that runs ``nft -f -`` in namespace ``name``."""
-    base = ["nft", "-f", "-"]
-    return base if name is None else ["ip", "netns", "exec", name, *base]

@@ -19,7 +19,8 @@ from kzfixtures import Regulator, push_task, write_config
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
 from kzgate.dns.fastpath import FAST
-from kzgate.dns.workers import WorkerPool, _resolver, _Setup
+from kzgate.dns.workers import WorkerPool
+from kzgate.dns.workers.child import Setup, resolver_for
 from kzgate.model import InstructionRef
 from kzgate.nametable import DictNameTable
 from kzgate.policy import PolicyIndex
@@ -141,11 +142,11 @@ def test_a_pure_python_worker_runs_no_c_on_queries(tmp_path: Path, pki: Path) ->
     index = PolicyIndex()
     ref = InstructionRef("mci", "77-1", "2026-11-01")
     index.set_domain("blocked.kz", ref)
-    setup = _Setup(index, cfg, cfg.listen, (), None, "python", core=True)
-    pure, resolver = _resolver(setup)
+    setup = Setup(index, cfg, cfg.listen, (), None, "python", core=True)
+    pure, resolver = resolver_for(setup)
     assert resolver.fast is None and isinstance(pure.name_table, DictNameTable)
     assert pure.lookup_name("www.blocked.kz") == ref and pure.lookup_name("x.kz") is None
     pure.remove_domain("blocked.kz")  # a diff to the copy leaves the forked original alone
     assert index.lookup_name("blocked.kz") == ref
-    same, resolver = _resolver(dataclasses.replace(setup, engine="c"))
+    same, resolver = resolver_for(dataclasses.replace(setup, engine="c"))
     assert resolver.fast is FAST and same is index

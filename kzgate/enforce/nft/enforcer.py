@@ -1,0 +1,258 @@
+"""The nftables enforcer: keeps our table's sets equal to the effective state's prefixes.
+
+Fail closed: nothing here ever deletes the table or an element except a diff's
+removals and reconcile's flush-and-refill, which is one atomic batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv4Network
+
+from kzgate.config import NftConfig
+from kzgate.enforce.base import Enforcer, StartError
+from kzgate.enforce.netns import run_in_netns
+from kzgate.enforce.nft.decode import rule_counters
+from kzgate.enforce.nft.drift import DriftDetector, Monitor, open_monitor_socket
+from kzgate.enforce.nft.encode import BatchBuilder, getrule_dump
+from kzgate.enforce.nft.errors import NftError
+from kzgate.enforce.nft.netlink import Netlink, open_socket
+from kzgate.enforce.nft.skeleton import SETS, write_skeleton
+from kzgate.metrics import NFT_DROPPED_PACKETS, NFT_ELEMENTS, Collector, Reading, by_label
+from kzgate.model import Diff, InstructionRef, State, diff_between
+from kzgate.names import IPNetwork
+
+log = logging.getLogger("kzgate.enforce.nft")
+
+ACK_RCVBUF = 32 * 1024 * 1024  # ~1,500 acks for a 1M reload, with room to spare
+FAMILY_OF_SET = {s.name: s.family for s in SETS.values()}
+# Above this many prefixes a batch runs with the monitor deaf (Monitor.send_unheard).
+QUIET_ABOVE = 5_000
+
+
+def _split(nets: Iterable[IPNetwork]) -> dict[int, list[IPNetwork]]:
+    out: dict[int, list[IPNetwork]] = {4: [], 6: []}
+    for net in nets:
+        out[4 if type(net) is IPv4Network else 6].append(net)
+    return out
+
+
+def _labelled(items: Mapping[IPNetwork, InstructionRef]) -> dict[int, list[tuple[IPNetwork, str]]]:
+    # Keyed by identity: hashing a frozen dataclass 1M times costs a second,
+    # and the register hands out one ref object per instruction.
+    labels: dict[int, str] = {}
+    v4: list[tuple[IPNetwork, str]] = []
+    v6: list[tuple[IPNetwork, str]] = []
+    for net, ref in items.items():
+        label = labels.get(id(ref))
+        if label is None:
+            label = labels[id(ref)] = ref.label()
+        (v4 if type(net) is IPv4Network else v6).append((net, label))
+    return {4: v4, 6: v6}
+
+
+def _count(nets: Iterable[IPNetwork]) -> dict[str, int]:
+    split = _split(nets)
+    return {SETS[v].family: len(split[v]) for v in SETS}
+
+
+class NftEnforcer(Enforcer):
+    """Keeps ``inet <table>``'s sets equal to the effective state's prefixes."""
+
+    name = "nft"
+
+    def __init__(self, cfg: NftConfig, *, on_drift: Callable[[], None] | None = None) -> None:
+        self.cfg = cfg
+        self.on_drift = on_drift
+        self.drift_repairs = 0
+        self._view: dict[IPNetwork, InstructionRef] = {}
+        self._counts = _count(())
+        self._lock = asyncio.Lock()
+        self._query_lock = threading.Lock()
+        self._batch: Netlink | None = None
+        self._query: Netlink | None = None
+        self._monitor: Monitor | None = None
+        self._repair: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self, on_drift: Callable[[], None] | None = None) -> None:
+        """Open the sockets (in ``cfg.netns``), start watching, create the skeleton if missing.
+
+        ``on_drift``, when given, replaces the constructor's: someone changed
+        our table or sets, so the enforcer set rewrites them from the register.
+        """
+        if on_drift is not None:
+            self.on_drift = on_drift
+        try:
+            await self._open_and_watch()
+        except (NftError, OSError) as exc:
+            raise StartError(f"nftables: {exc}") from None
+
+    async def _open_and_watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch, query, monitor = await asyncio.to_thread(run_in_netns, self.cfg.netns, self._open)
+        self._batch, self._query = batch, query
+        detector = DriftDetector(self.cfg.table, batch.portid, watch_chains=self.cfg.mode == "full")
+        self._monitor = Monitor(monitor, detector, self._drifted, loop)
+        await write_skeleton(self.cfg, self._monitor)
+
+    def _open(self) -> tuple[Netlink, Netlink, socket.socket]:
+        batch = Netlink(open_socket(ACK_RCVBUF))
+        query = Netlink(open_socket(1 << 20))
+        return batch, query, open_monitor_socket(batch.portid)
+
+    async def close(self) -> None:
+        """Stop watching and close the sockets; the table and its elements stay."""
+        if self._repair is not None:
+            self._repair.cancel()
+            await asyncio.gather(self._repair, return_exceptions=True)
+        if self._monitor is not None:
+            self._monitor.close()
+        for netlink in (self._batch, self._query):
+            if netlink is not None:
+                netlink.sock.close()
+        self._batch = self._query = self._monitor = None
+
+    # -- the Enforcer interface -----------------------------------------------
+
+    async def apply(self, diff: Diff) -> None:
+        """Deletes then adds, in one batch; NftDrift if the kernel disagrees with our view."""
+        if not (diff.prefixes_added or diff.prefixes_removed):
+            return
+        async with self._lock:
+            batch = self._need_batch()
+
+            def build_and_send() -> None:
+                builder = BatchBuilder(self.cfg.table, batch.seq)
+                removed = _split(diff.prefixes_removed)
+                added = _labelled(diff.prefixes_added)
+                for v, s in SETS.items():
+                    builder.delete(s.name, removed[v], s.keys)
+                for v, s in SETS.items():
+                    builder.add(s.name, added[v], s.keys)
+                self._send(batch, builder, diff.size())
+
+            await asyncio.to_thread(build_and_send)
+            for net in diff.prefixes_removed:
+                self._view.pop(net, None)
+            self._view.update(diff.prefixes_added)
+            # counted from the diff: a scan of a 1M view would cost more than the batch
+            gone, new = _count(diff.prefixes_removed), _count(diff.prefixes_added)
+            self._counts = {k: self._counts[k] - gone[k] + new[k] for k in self._counts}
+
+    async def reconcile(self, state: State) -> Diff:
+        """Replace both sets from ``state`` in one batch (flush + add), re-creating the skeleton.
+
+        Reading a large set back costs about a minute of kernel time, so the
+        returned Diff is the one between what we last wrote and ``state``, not
+        the kernel's actual drift.
+        """
+        async with self._lock:
+            batch = self._need_batch()
+            await write_skeleton(self.cfg, self._monitor)
+            wanted = dict(state.prefixes)
+
+            def build_and_send() -> None:
+                builder = BatchBuilder(self.cfg.table, batch.seq)
+                added = _labelled(wanted)
+                for v, s in SETS.items():
+                    builder.flush(s.name)
+                    builder.add(s.name, added[v], s.keys)
+                self._send(batch, builder, len(wanted))
+
+            old = self._view
+
+            def what_changed() -> Diff:
+                if not old:  # the usual start-up: no need to hash 1M prefixes
+                    return Diff(prefixes_added=wanted)
+                return diff_between(State({}, old), State({}, wanted))
+
+            # The diff is computed while the kernel runs the batch (send()
+            # releases the GIL), so it costs no wall time.
+            fixed, _ = await asyncio.gather(
+                asyncio.to_thread(what_changed), asyncio.to_thread(build_and_send)
+            )
+            self._view = wanted
+            self._counts = _count(wanted)
+            return fixed
+
+    def uncarried(self, diff: Diff) -> Diff:
+        """Nothing: any IPv4 or IPv6 prefix is an element of an interval set, and an
+        element's comment is cut to the kernel's 128 bytes (encode.py), never refused."""
+        return Diff()
+
+    # -- metrics and status -----------------------------------------------------
+
+    def collectors(self) -> list[Collector]:
+        """Set sizes (as last written) and drop counters (read from the kernel) at scrape time."""
+        return [
+            Reading(NFT_ELEMENTS, lambda: by_label(self.element_counts())),
+            Reading(NFT_DROPPED_PACKETS, lambda: by_label(self._drops_or_none())),
+        ]
+
+    def status(self) -> dict[str, object]:
+        drops = self._drops_or_none()
+        return {"nft": {"elements": self.element_counts(), "dropped_packets": drops}}
+
+    def _drops_or_none(self) -> dict[str, int]:
+        try:
+            return self.drop_counters()
+        except Exception:  # a scrape or a status must not fail because the kernel read did
+            return {}
+
+    def element_counts(self) -> dict[str, int]:
+        """Prefixes per family as last written (no kernel read)."""
+        return dict(self._counts)
+
+    def drop_counters(self) -> dict[str, int]:
+        """Packets dropped per family, summed from the counters of rules that look up our sets."""
+        if self._query is None:
+            raise NftError("the nft enforcer is not started")
+        out = _count(())
+        with self._query_lock:
+            self._query.seq += 1
+            dump = self._query.dump(getrule_dump(self.cfg.table, self._query.seq))
+        for msg in dump:
+            found = rule_counters(msg)
+            if found is not None and found[1] in FAMILY_OF_SET:
+                out[FAMILY_OF_SET[found[1]]] += found[2]
+        return out
+
+    # -- internals --------------------------------------------------------------
+
+    def _need_batch(self) -> Netlink:
+        if self._batch is None:
+            raise NftError("the nft enforcer is not started")
+        return self._batch
+
+    def _send(self, batch: Netlink, builder: BatchBuilder, size: int) -> None:
+        monitor, query = self._monitor, self._query
+        if size <= QUIET_ABOVE or monitor is None or query is None:
+            batch.transact(builder)
+            return
+
+        def generation() -> int:
+            with self._query_lock:
+                return query.generation()
+
+        monitor.send_unheard(lambda: batch.transact(builder), generation)
+
+    def _drifted(self) -> None:
+        self.drift_repairs += 1
+        log.warning("nftables table inet %s was changed by someone else; repairing", self.cfg.table)
+        if self.on_drift is not None:
+            self.on_drift()
+        elif self._repair is None or self._repair.done():
+            self._repair = asyncio.create_task(self._self_repair(), name="nft-self-repair")
+
+    async def _self_repair(self) -> None:
+        # Without a daemon to ask, what we last wrote is the best state we know.
+        try:
+            await self.reconcile(State({}, dict(self._view)))
+        except Exception:
+            log.exception("nftables self-repair failed")
