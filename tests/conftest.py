@@ -1,18 +1,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from skipgate import MARKER_HELP, STRICT_ENV, SkipGate
-
 from kzgate.devpki import ensure_dev_material
+from tests.support.skipgate import MARKER_HELP, STRICT_ENV, SkipGate
 
-# Skips a strict run (scripts/test) accepts, each with the reason why: see skipgate.py.
+# Skips a strict run (scripts/test) accepts, each with the reason why: see support/skipgate.py.
 SKIPS_ALLOWED = Path(__file__).parent / "skips-allowed.txt"
 
 
