@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from kzgate.names import domain_to_wire
 from kzgate.nametable import CompiledNameTable, DictNameTable, NameTable
+from tests.support.namemodel import model_match
 
 KINDS = [
     pytest.param("c", marks=pytest.mark.skipif(CompiledNameTable is None, reason="not built")),
@@ -20,15 +21,6 @@ def new(kind: str) -> NameTable:
         assert CompiledNameTable is not None
         return CompiledNameTable()
     return DictNameTable()
-
-
-def model_match(model: dict[bytes, int], qname: bytes) -> tuple[int, int] | None:
-    off = 0
-    while off < len(qname) - 1:
-        if qname[off:] in model:
-            return off, model[qname[off:]]
-        off += qname[off] + 1
-    return None
 
 
 labels = st.sampled_from(["a", "b", "kz", "xn--80ak6aa92e", "x" * 63, "ab-c", "0"])

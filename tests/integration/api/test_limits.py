@@ -20,8 +20,8 @@ from kzgate.config import load_config
 from kzgate.daemon import Daemon
 from tests.support.daemon_proc import DaemonProcess
 from tests.support.kzfixtures import Regulator, client_ssl, dump_register, push_task, write_config
+from tests.support.streams import Stream, close_all, closed_within, connect
 
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Start = Callable[..., Any]
 
 
@@ -60,39 +60,15 @@ async def push(d: Daemon, pki: Path, number: str) -> None:
     assert receipt["status"] == "applied"
 
 
-async def raw(port: int, source: str) -> Stream:
-    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-
-
 async def tls(port: int, pki: Path, source: str) -> Stream:
-    return await asyncio.open_connection(
-        "127.0.0.1", port, ssl=client_ssl(pki), local_addr=(source, 0)
-    )
-
-
-async def closed_within(reader: asyncio.StreamReader, wait: float) -> bool:
-    try:
-        async with asyncio.timeout(wait):
-            while await reader.read(65536):
-                pass
-        return True
-    except TimeoutError:  # before OSError, of which it is a subclass
-        return False
-    except OSError:  # reset
-        return True
-
-
-def close_all(streams: list[Stream]) -> None:
-    for _, writer in streams:
-        with contextlib.suppress(Exception):
-            writer.close()
+    return await connect(port, source, ssl=client_ssl(pki))
 
 
 async def test_a_connection_flood_does_not_lock_out_a_task_push(daemon: Start, pki: Path) -> None:
     d = await daemon(max_connections=20, max_per_client=5)
     port = d.bound["api"][1]
-    flood = [await raw(port, f"127.0.0.{2 + i // 5}") for i in range(20)]  # no handshake at all
-    over = await raw(port, "127.0.0.2")  # its sixth
+    flood = [await connect(port, f"127.0.0.{2 + i // 5}") for i in range(20)]  # no handshake at all
+    over = await connect(port, "127.0.0.2")  # its sixth
     try:
         assert await closed_within(over[0], 1.0)
         await push(d, pki, "77-1")
@@ -105,7 +81,7 @@ async def test_a_connection_flood_does_not_lock_out_a_task_push(daemon: Start, p
 
 async def test_a_stalled_handshake_is_cut_off(daemon: Start, pki: Path) -> None:
     d = await daemon(handshake_timeout=0.5)
-    reader, writer = await raw(d.bound["api"][1], "127.0.0.2")
+    reader, writer = await connect(d.bound["api"][1], "127.0.0.2")
     writer.write(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, and no more
     start = time.monotonic()
     assert await closed_within(reader, 3.0)
@@ -200,8 +176,8 @@ async def test_header_size_and_count_limits(daemon: Start, pki: Path) -> None:
 async def test_the_metrics_listener_has_its_own_caps(daemon: Start, pki: Path) -> None:
     d = await daemon(metrics={"max_connections": 4, "max_per_client": 2, "header_timeout": 5})
     port = d.bound["metrics"][1]
-    held = [await raw(port, f"127.0.0.{2 + i // 2}") for i in range(4)]
-    third = await raw(port, "127.0.0.2")
+    held = [await connect(port, f"127.0.0.{2 + i // 2}") for i in range(4)]
+    third = await connect(port, "127.0.0.2")
     try:
         assert await closed_within(third[0], 1.0)
         async with (
@@ -228,7 +204,7 @@ async def test_the_real_daemon_on_uvloop_keeps_taking_pushes_under_a_flood(
         flood: list[Stream] = []
         for i in range(300):
             with contextlib.suppress(OSError):
-                flood.append(await raw(port, f"127.0.0.{2 + i // 10}"))
+                flood.append(await connect(port, f"127.0.0.{2 + i // 10}"))
         mci = Regulator(pki)
         status, receipt = await asyncio.wait_for(
             push_task(port, pki, mci.sign(mci.restrict("77-5", "domain:uv.kz"))), 10

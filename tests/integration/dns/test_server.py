@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dnslib import EDNS0, RCODE, DNSRecord
+from dnslib import RCODE, DNSRecord
 
 from kzgate.config import DnsTcpConfig, HostPort
 from kzgate.dns.engine import Engine
@@ -29,6 +29,7 @@ from kzgate.dns.upstream import Upstreams
 from kzgate.model import InstructionRef
 from kzgate.policy import PolicyIndex
 from tests.support.dnsfake import FakeDns
+from tests.support.dnsmsg import frame, query, rcode, read_framed, udp_exchange
 
 ZONE = """
 example.kz. 300 IN A 203.0.113.5
@@ -114,47 +115,6 @@ async def run(tool: str, port: int, *args: str) -> str:
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 10)
     return out.decode()
-
-
-def question(name: str, qtype: str = "A", *, edns: bool = False, qid: int = 0x1234) -> bytes:
-    record = DNSRecord.question(name, qtype)
-    record.header.id = qid
-    if edns:
-        record.add_ar(EDNS0(udp_len=1232))
-    return bytes(record.pack())
-
-
-async def udp_exchange(port: int, data: bytes, wait: float = 2.0) -> bytes | None:
-    """Send one datagram and return the first answer, or None after ``wait`` seconds."""
-    loop = asyncio.get_running_loop()
-    answers: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            answers.put_nowait(data)
-
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
-    try:
-        transport.sendto(data)
-        return await asyncio.wait_for(answers.get(), wait)
-    except TimeoutError:
-        return None
-    finally:
-        transport.close()
-
-
-def frame(message: bytes) -> bytes:
-    return struct.pack("!H", len(message)) + message
-
-
-async def read_framed(reader: asyncio.StreamReader, wait: float = 3.0) -> bytes:
-    size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), wait))[0]
-    return await asyncio.wait_for(reader.readexactly(size), wait)
-
-
-def rcode(answer: bytes | None) -> int:
-    assert answer is not None
-    return answer[3] & 0x0F
 
 
 # --- blocking, seen through dig and kdig ----------------------------------------------
@@ -266,11 +226,11 @@ async def test_policy_change_applies_to_the_next_query(resolver: Resolver) -> No
 
 async def test_0x20_case_and_id_are_preserved(resolver: Resolver) -> None:
     for name in ("ExAmPlE.kz", "WwW.bLoCkEd.Kz"):
-        query = question(name, qid=0xBEEF)
-        answer = await udp_exchange(resolver.port, query)
+        message = query(name, qid=0xBEEF)
+        answer = await udp_exchange(resolver.port, message)
         assert answer is not None
         assert answer[:2] == b"\xbe\xef"
-        assert answer[12 : len(query)] == query[12:]  # the question, byte for byte
+        assert answer[12 : len(message)] == message[12:]  # the question, byte for byte
     assert [q.qname for q in resolver.fake.log] == ["ExAmPlE.kz"]
 
 
@@ -282,7 +242,7 @@ async def test_tcp_pipelining_answers_out_of_order(resolver: Resolver) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", resolver.port)
     try:
         names = {1: "slow.kz", 2: "example.kz", 3: "blocked.kz", 4: "nothing.kz"}
-        writer.write(b"".join(frame(question(n, qid=i)) for i, n in names.items()))
+        writer.write(b"".join(frame(query(n, qid=i)) for i, n in names.items()))
         answers = [DNSRecord.parse(await read_framed(reader)) for _ in names]
     finally:
         writer.close()
@@ -300,7 +260,7 @@ async def test_tcp_stops_reading_at_max_pipeline(make: Make) -> None:
     r.fake.delay = 1.0
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     try:
-        writer.write(b"".join(frame(question(f"q{i}.kz", qid=i)) for i in range(4)))
+        writer.write(b"".join(frame(query(f"q{i}.kz", qid=i)) for i in range(4)))
         await asyncio.sleep(0.3)
         assert len(r.fake.log) == 2  # two in flight, the rest not read yet
         ids = sorted([DNSRecord.parse(await read_framed(reader)).header.id for _ in range(4)])
@@ -312,7 +272,7 @@ async def test_tcp_stops_reading_at_max_pipeline(make: Make) -> None:
 async def test_tcp_idle_and_stalled_connections_are_closed(make: Make) -> None:
     r = await make(limits=Limits(DnsTcpConfig(idle_timeout=0.2)))
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
-    writer.write(frame(question("blocked.kz")))
+    writer.write(frame(query("blocked.kz")))
     assert rcode(await read_framed(reader)) == RCODE.NXDOMAIN
     assert await asyncio.wait_for(reader.read(), 2) == b""  # idle: closed by the server
     writer.close()
@@ -328,7 +288,7 @@ async def test_tcp_connection_stays_open_while_an_answer_is_owed(make: Make) -> 
     r.fake.delay = 0.5  # longer than the idle timeout
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     try:
-        writer.write(frame(question("example.kz")))
+        writer.write(frame(query("example.kz")))
         assert rcode(await read_framed(reader)) == RCODE.NOERROR
     finally:
         writer.close()
@@ -339,10 +299,10 @@ async def test_tcp_clients_beyond_the_limit_are_closed(make: Make) -> None:
     r.fake.delay = 0.5
     held = [await asyncio.open_connection("127.0.0.1", r.port) for _ in range(2)]
     for _, w in held:  # a query each, still owed an answer: neither may be evicted
-        w.write(frame(question("example.kz")))
+        w.write(frame(query("example.kz")))
     await asyncio.sleep(0.1)
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
-    writer.write(frame(question("blocked.kz")))
+    writer.write(frame(query("blocked.kz")))
     with contextlib.suppress(ConnectionResetError):  # closed with our query unread: RST
         assert await asyncio.wait_for(reader.read(), 2) == b""
     writer.close()
@@ -351,7 +311,7 @@ async def test_tcp_clients_beyond_the_limit_are_closed(make: Make) -> None:
         w.close()
     await asyncio.sleep(0.6)  # their answers are done; a new client is served again
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
-    writer.write(frame(question("blocked.kz")))
+    writer.write(frame(query("blocked.kz")))
     assert rcode(await read_framed(reader)) == RCODE.NXDOMAIN
     writer.close()
 
@@ -361,10 +321,10 @@ async def test_tcp_clients_beyond_the_limit_are_closed(make: Make) -> None:
 POINTER_LOOP = struct.pack("!6H", 7, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c" + b"\x00\x01\x00\x01"
 MALFORMED = {
     "short": b"\x12\x34\x01",
-    "qr=1": struct.pack("!6H", 7, 0x8100, 1, 0, 0, 0) + question("example.kz")[12:],
+    "qr=1": struct.pack("!6H", 7, 0x8100, 1, 0, 0, 0) + query("example.kz")[12:],
     "garbage": bytes(range(256)) * 2,
     "pointer loop": POINTER_LOOP,
-    "qdcount 2": struct.pack("!6H", 7, 0x0100, 2, 0, 0, 0) + question("example.kz")[12:],
+    "qdcount 2": struct.pack("!6H", 7, 0x0100, 2, 0, 0, 0) + query("example.kz")[12:],
     "label 64": struct.pack("!6H", 7, 0x0100, 1, 0, 0, 0) + b"\x40" + b"a" * 64 + b"\x00\0\1\0\1",
 }
 
@@ -378,7 +338,7 @@ async def test_malformed_udp_gets_formerr_or_nothing_and_serving_goes_on(
         assert answer is None
     else:
         assert answer is not None and rcode(answer) == RCODE.FORMERR
-    assert rcode(await udp_exchange(resolver.port, question("blocked.kz"))) == RCODE.NXDOMAIN
+    assert rcode(await udp_exchange(resolver.port, query("blocked.kz"))) == RCODE.NXDOMAIN
     assert resolver.fake.log == []
 
 
@@ -394,7 +354,7 @@ async def test_malformed_tcp_gets_formerr_or_close_and_serving_goes_on(
             return
         if name != "qr=1":
             assert rcode(await read_framed(reader)) == RCODE.FORMERR
-        writer.write(frame(question("blocked.kz")))  # same connection still serves
+        writer.write(frame(query("blocked.kz")))  # same connection still serves
         assert rcode(await read_framed(reader)) == RCODE.NXDOMAIN
     finally:
         writer.close()
@@ -425,12 +385,12 @@ async def test_an_engine_exception_costs_one_answer_not_the_listener(
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _, context: reached_loop.append(context))
     try:
-        first = await udp_exchange(resolver.port, question("blocked.kz"), wait=0.3)
+        first = await udp_exchange(resolver.port, query("blocked.kz"), wait=0.3)
         if fast is None:
             assert first is None  # the engine had read it: that one answer is lost
         else:  # the C path failed before reading: the datagram waits for the next call
             assert rcode(first) == RCODE.NXDOMAIN
-        assert rcode(await udp_exchange(resolver.port, question("blocked.kz"))) == RCODE.NXDOMAIN
+        assert rcode(await udp_exchange(resolver.port, query("blocked.kz"))) == RCODE.NXDOMAIN
         assert calls >= 2
     finally:
         loop.set_exception_handler(None)
@@ -440,10 +400,10 @@ async def test_an_engine_exception_costs_one_answer_not_the_listener(
 async def test_too_many_waiting_forwards_get_servfail_at_once(make: Make) -> None:
     r = await make(limits=Limits(max_pending=1))
     r.fake.delay = 0.5
-    first = asyncio.create_task(udp_exchange(r.port, question("example.kz", qid=1)))
+    first = asyncio.create_task(udp_exchange(r.port, query("example.kz", qid=1)))
     await asyncio.sleep(0.1)
     start = time.monotonic()
-    assert rcode(await udp_exchange(r.port, question("slow.kz", qid=2))) == RCODE.SERVFAIL
+    assert rcode(await udp_exchange(r.port, query("slow.kz", qid=2))) == RCODE.SERVFAIL
     assert time.monotonic() - start < 0.3
     assert rcode(await first) == RCODE.NOERROR
 
@@ -454,9 +414,9 @@ async def test_too_many_waiting_forwards_get_servfail_at_once(make: Make) -> Non
 async def test_close_cancels_waiting_queries(make: Make) -> None:
     r = await make()
     r.fake.delay = 5
-    pending = asyncio.create_task(udp_exchange(r.port, question("example.kz"), wait=1))
+    pending = asyncio.create_task(udp_exchange(r.port, query("example.kz"), wait=1))
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
-    writer.write(frame(question("example.kz")))
+    writer.write(frame(query("example.kz")))
     await asyncio.sleep(0.1)
     start = time.monotonic()
     await r.server.close()

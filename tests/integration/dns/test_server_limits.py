@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from dnslib import RCODE, DNSRecord
+from dnslib import RCODE
 
 from kzgate.config import DnsTcpConfig, HostPort
 from kzgate.dns.engine import Engine
@@ -30,14 +28,15 @@ from kzgate.model import InstructionRef
 from kzgate.policy import PolicyIndex
 from tests.support.daemon_proc import DaemonProcess
 from tests.support.dnsfake import FakeDns
+from tests.support.dnsmsg import frame, query, rcode, read_framed, udp_exchange
 from tests.support.kzfixtures import write_config
+from tests.support.streams import Stream, close_all, connect, sources
 
 ZONE = """
 example.kz. 300 IN A 203.0.113.5
 slow.kz. 300 IN A 203.0.113.6
 """
 REF = InstructionRef("mci", "1", "2026-01-01")
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass
@@ -85,57 +84,18 @@ async def make() -> AsyncIterator[Make]:
         await r.fake.close()
 
 
-def question(name: str, qid: int = 1) -> bytes:
-    record = DNSRecord.question(name, "A")
-    record.header.id = qid
-    return bytes(record.pack())
-
-
-def frame(message: bytes) -> bytes:
-    return struct.pack("!H", len(message)) + message
-
-
-async def read_framed(reader: asyncio.StreamReader, wait: float = 3.0) -> bytes:
-    size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), wait))[0]
-    return await asyncio.wait_for(reader.readexactly(size), wait)
-
-
-def rcode(answer: bytes) -> int:
-    return answer[3] & 0x0F
-
-
-async def connect(port: int, source: str) -> Stream:
-    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-
-
 async def tcp_ask(port: int, name: str, source: str = "127.0.0.1") -> int:
     """An honest client: connect, ask, read the answer, close; the RCODE."""
     reader, writer = await asyncio.wait_for(connect(port, source), 3)
     try:
-        writer.write(frame(question(name)))
+        writer.write(frame(query(name)))
         return rcode(await read_framed(reader))
     finally:
         writer.close()
 
 
 async def udp_ask(port: int, name: str, source: str, qid: int = 1) -> bytes | None:
-    loop = asyncio.get_running_loop()
-    answers: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            answers.put_nowait(data)
-
-    transport, _ = await loop.create_datagram_endpoint(
-        Client, local_addr=(source, 0), remote_addr=("127.0.0.1", port)
-    )
-    try:
-        transport.sendto(question(name, qid))
-        return await asyncio.wait_for(answers.get(), 3)
-    except TimeoutError:
-        return None
-    finally:
-        transport.close()
+    return await udp_exchange(port, query(name, qid=qid), source=source, wait=3)
 
 
 async def is_closed(reader: asyncio.StreamReader, wait: float = 2.0) -> bool:
@@ -145,15 +105,6 @@ async def is_closed(reader: asyncio.StreamReader, wait: float = 2.0) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def sources(count: int, start: int = 2) -> list[str]:
-    return [f"127.0.0.{i}" for i in range(start, start + count)]
-
-
-def close_all(streams: list[Stream]) -> None:
-    for _, writer in streams:
-        writer.close()
 
 
 async def wait_for(check: Callable[[], bool], wait: float = 3.0) -> None:
@@ -194,7 +145,7 @@ async def test_query_drip_on_every_slot_does_not_lock_out_dig(make: Make) -> Non
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             while not stop.is_set():  # one query every 2 s: never idle for the 10 s timeout
-                writer.write(frame(question("blocked.kz", i % 65536)))
+                writer.write(frame(query("blocked.kz", qid=i % 65536)))
                 await read_framed(reader)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
@@ -227,7 +178,7 @@ async def test_one_address_cannot_take_more_than_its_share(make: Make) -> None:
         assert r.refusals == {"per_client": 16}
         assert await tcp_ask(r.port, "blocked.kz", source="127.0.0.3") == RCODE.NXDOMAIN
         reader, writer = mine[0]  # what it holds still works
-        writer.write(frame(question("blocked.kz")))
+        writer.write(frame(query("blocked.kz")))
         assert rcode(await read_framed(reader)) == RCODE.NXDOMAIN
     finally:
         close_all(mine)
@@ -239,7 +190,7 @@ async def test_a_connection_that_owes_answers_is_not_evicted(make: Make) -> None
     waiting = [await connect(r.port, "127.0.0.2") for _ in range(2)]
     try:
         for _, writer in waiting:
-            writer.write(frame(question("example.kz")))
+            writer.write(frame(query("example.kz")))
         await asyncio.sleep(0.1)
         reader, writer = await connect(r.port, "127.0.0.3")
         assert await is_closed(reader, 1.0)  # full of owed answers: the newcomer is refused
@@ -286,7 +237,7 @@ async def test_tcp_forwards_count_against_the_same_cap(make: Make) -> None:
     r.fake.delays = {"slow.kz": 1.0}
     reader, writer = await connect(r.port, "127.0.0.2")
     try:
-        writer.write(b"".join(frame(question("slow.kz", i)) for i in range(8)))
+        writer.write(b"".join(frame(query("slow.kz", qid=i)) for i in range(8)))
         first = [rcode(await read_framed(reader, 0.8)) for _ in range(3)]
         assert first == [RCODE.SERVFAIL] * 3  # at once, before the slow ones come back
         assert await tcp_ask(r.port, "example.kz", source="127.0.0.3") == RCODE.NOERROR

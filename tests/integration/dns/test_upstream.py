@@ -12,6 +12,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from kzgate.dns.upstream import Upstreams
 from tests.support.dnsfake import POISON, FakeDns
+from tests.support.dnsmsg import query
 
 ZONE = """
 example.kz. 300 IN A 203.0.113.5
@@ -34,10 +35,6 @@ async def fakes() -> AsyncIterator[Fakes]:
     yield make
     for fake in started:
         await fake.close()
-
-
-def query(name: str = "example.kz", qtype: str = "A") -> bytes:
-    return bytes(DNSRecord.question(name, qtype).pack())
 
 
 def addresses(reply: bytes | None) -> list[str]:
@@ -66,7 +63,7 @@ async def test_failover_when_the_first_drops(fakes: Fakes) -> None:
     first, second = await fakes(), await fakes()
     first.drop = True
     start = time.monotonic()
-    reply = await ask(Upstreams([first.address, second.address], timeout=0.2), query())
+    reply = await ask(Upstreams([first.address, second.address], timeout=0.2), query("example.kz"))
     assert addresses(reply) == ["203.0.113.5"]
     assert len(first.log) == 1 and len(second.log) == 1
     assert time.monotonic() - start < 1.0
@@ -78,7 +75,7 @@ async def test_failover_at_once_when_the_first_port_is_closed(fakes: Fakes) -> N
         closed = s.getsockname()
     second = await fakes()
     start = time.monotonic()
-    reply = await ask(Upstreams([closed, second.address], timeout=2.0), query())
+    reply = await ask(Upstreams([closed, second.address], timeout=2.0), query("example.kz"))
     assert addresses(reply) == ["203.0.113.5"]
     assert time.monotonic() - start < 1.0  # the ICMP error, not the 2 s timeout
 
@@ -86,10 +83,10 @@ async def test_failover_at_once_when_the_first_port_is_closed(fakes: Fakes) -> N
 async def test_servfail_moves_on_but_is_kept_as_last_resort(fakes: Fakes) -> None:
     first, second = await fakes(), await fakes()
     first.rcode = RCODE.SERVFAIL
-    reply = await ask(Upstreams([first.address, second.address]), query())
+    reply = await ask(Upstreams([first.address, second.address]), query("example.kz"))
     assert addresses(reply) == ["203.0.113.5"]
     second.rcode = RCODE.SERVFAIL
-    reply = await ask(Upstreams([first.address, second.address]), query())
+    reply = await ask(Upstreams([first.address, second.address]), query("example.kz"))
     assert reply is not None and DNSRecord.parse(reply).header.rcode == RCODE.SERVFAIL
 
 
@@ -108,7 +105,7 @@ async def test_spoofed_replies_are_ignored(fakes: Fakes) -> None:
     fake = await fakes()
     fake.spoof = True  # a wrong-ID and a wrong-question forgery arrive first
     for _ in range(5):
-        reply = await ask(Upstreams([fake.address]), query())
+        reply = await ask(Upstreams([fake.address]), query("example.kz"))
         assert addresses(reply) == ["203.0.113.5"]
         assert POISON not in addresses(reply)
 
@@ -117,7 +114,7 @@ async def test_all_fail_gives_none_within_the_timeouts(fakes: Fakes) -> None:
     first, second = await fakes(), await fakes()
     first.drop = second.drop = True
     start = time.monotonic()
-    reply = await ask(Upstreams([first.address, second.address], timeout=0.2), query())
+    reply = await ask(Upstreams([first.address, second.address], timeout=0.2), query("example.kz"))
     elapsed = time.monotonic() - start
     assert reply is None
     assert 0.35 < elapsed < 2.0  # both timeouts, nothing more
@@ -146,7 +143,7 @@ async def test_in_flight_queries_are_bounded_per_server(fakes: Fakes) -> None:
     await upstreams.start()
     try:
         replies = await asyncio.wait_for(
-            asyncio.gather(*(upstreams.query(query()) for _ in range(3))), 5
+            asyncio.gather(*(upstreams.query(query("example.kz")) for _ in range(3))), 5
         )
     finally:
         await upstreams.close()

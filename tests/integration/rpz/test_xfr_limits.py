@@ -29,13 +29,14 @@ import pytest
 from kzgate.config import HostPort, RpzConfig, TsigConfig
 from kzgate.model import InstructionRef, State
 from kzgate.rpz.enforcer import RpzEnforcer
+from tests.support.dnsmsg import frame
+from tests.support.streams import Stream, closed_within, connect
 
 REF = InstructionRef("mci", "1", "2026-01-01")
 ORIGIN = "rpz.kzgate."
 SECRET = base64.b64encode(bytes(range(32))).decode()
 KEYNAME = dns.name.from_text("kzgate-xfr.")
 KEYRING = {KEYNAME: dns.tsig.Key(KEYNAME, SECRET, "hmac-sha256")}
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 Factory = Callable[..., Any]
 
 
@@ -100,29 +101,8 @@ async def primary(tmp_path: Path) -> AsyncIterator[Factory]:
         await enforcer.close()
 
 
-def frame(message: bytes) -> bytes:
-    return struct.pack("!H", len(message)) + message
-
-
 def unsigned_axfr() -> bytes:
     return frame(dns.message.make_query(ORIGIN, dns.rdatatype.AXFR).to_wire())
-
-
-async def connect(port: int, source: str) -> Stream:
-    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-
-
-async def closed_within(reader: asyncio.StreamReader, wait: float) -> bool:
-    """The server closed: EOF or reset (any answers before that are skipped)."""
-    try:
-        async with asyncio.timeout(wait):
-            while await reader.read(65536):
-                pass
-        return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 def soa_count(records: list[Any]) -> int:

@@ -15,34 +15,11 @@ from kzgate.dns.types import BlockSettings, Forward
 from kzgate.model import InstructionRef
 from kzgate.names import domain_to_wire
 from kzgate.policy import PolicyIndex
+from tests.support.dnsmsg import query
 
 REF = InstructionRef("mci", "42", "2026-11-01")
 CNAME_REF = InstructionRef("mci", "43", "2026-11-02")
 TEXT = "restricted by mci No. 42 of 2026-11-01"
-
-
-def query(
-    name: str,
-    qtype: str = "A",
-    *,
-    qid: int = 0x1234,
-    edns: bool = False,
-    do: bool = False,
-    udp: int = 1232,
-    rd: bool = True,
-    cd: bool = False,
-    version: int = 0,
-    options: list[dnslib.EDNSOption] | None = None,
-) -> bytes:
-    q = dnslib.DNSRecord.question(name, qtype)
-    q.header.id = qid
-    q.header.rd = int(rd)
-    q.header.cd = int(cd)
-    if edns:
-        q.add_ar(
-            dnslib.EDNS0(udp_len=udp, flags="do" if do else "", version=version, opts=options or [])
-        )
-    return bytes(q.pack())
 
 
 def parse(answer: object) -> dnslib.DNSRecord:

@@ -26,6 +26,7 @@ from kzgate.dns.types import BlockSettings, DnsStats, Forward
 from kzgate.model import InstructionRef
 from kzgate.nametable import DictNameTable
 from kzgate.policy import PolicyIndex
+from tests.support.dnsmsg import query
 
 REF = InstructionRef("mci", "42", "2026-11-01")
 FIELDS = (
@@ -46,13 +47,6 @@ pytestmark = pytest.mark.skipif(FAST is None, reason="the C fast path was not bu
 def fast() -> FastModule:
     assert FAST is not None
     return FAST
-
-
-def query(name: str, *, edns: bool = False) -> bytes:
-    q = dnslib.DNSRecord(dnslib.DNSHeader(id=9, rd=1), q=dnslib.DNSQuestion(name))
-    if edns:
-        q.add_ar(dnslib.EDNS0(udp_len=1232))
-    return bytes(q.pack())
 
 
 def engine() -> Engine:

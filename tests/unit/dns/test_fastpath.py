@@ -25,6 +25,7 @@ from kzgate.dns.types import BlockMode, BlockSettings, Forward
 from kzgate.model import InstructionRef
 from kzgate.names import domain_to_wire
 from kzgate.policy import PolicyIndex
+from tests.support.dnsmsg import query
 
 REF = InstructionRef("mci", "42", "2026-11-01")
 OTHER = InstructionRef("mci", "43", "2026-11-02")
@@ -43,26 +44,6 @@ pytestmark = pytest.mark.skipif(FAST is None, reason="the C fast path was not bu
 def fast() -> FastModule:
     assert FAST is not None
     return FAST
-
-
-def query(
-    name: str,
-    qtype: str = "A",
-    *,
-    edns: bool = False,
-    do: bool = False,
-    udp: int = 1232,
-    rd: bool = True,
-    cd: bool = False,
-    qid: int = 0x4242,
-) -> bytes:
-    q = dnslib.DNSRecord(
-        dnslib.DNSHeader(id=qid, rd=int(rd), cd=int(cd)),
-        q=dnslib.DNSQuestion(name, getattr(dnslib.QTYPE, qtype)),
-    )
-    if edns:
-        q.add_ar(dnslib.EDNS0(udp_len=udp, flags="do" if do else ""))
-    return bytes(q.pack())
 
 
 def engine(mode: BlockMode = "nxdomain") -> Engine:

@@ -13,12 +13,9 @@ import pytest
 from dnslib import DNSRecord
 
 from kzgate.dns.upstream import Upstreams, _Channel, _key, _question
+from tests.support.dnsmsg import query
 
-
-def query(name: str = "Example.KZ", qtype: str = "A", qid: int = 0x1234) -> bytes:
-    record = DNSRecord.question(name, qtype)
-    record.header.id = qid
-    return bytes(record.pack())
+NAME = "Example.KZ"  # mixed case: the question keeps it, the key folds it
 
 
 def reply_to(message: bytes, *, qid: int | None = None, name: str | None = None) -> bytes:
@@ -35,7 +32,7 @@ def test_the_question_is_the_name_lower_cased_with_type_and_class_as_sent() -> N
         b"\x03www\x07example\x02kz\x00" + b"\x00\x1c\x00\x01"
     )
     assert _question(query("www.example.kz", "AAAA")) == _question(query("WWW.EXAMPLE.KZ", "AAAA"))
-    assert _question(query(qtype="A")) != _question(query(qtype="AAAA"))
+    assert _question(query(NAME, qtype="A")) != _question(query(NAME, qtype="AAAA"))
 
 
 @pytest.mark.parametrize(
@@ -56,7 +53,7 @@ def test_no_question_in_a_broken_message(message: bytes) -> None:
 
 
 def test_the_key_is_the_id_and_the_question() -> None:
-    q = query(qid=0xBEEF)
+    q = query(NAME, qid=0xBEEF)
     assert _key(q) == (0xBEEF, _question(q))
 
 
@@ -102,7 +99,7 @@ async def test_anything_else_is_ignored(spoof: Callable[[bytes], bytes]) -> None
 
 async def test_a_second_reply_to_an_answered_query_changes_nothing() -> None:
     chan = _Channel()
-    q = query(qid=7)
+    q = query(NAME, qid=7)
     fut = await waiting(chan, q)
     first = reply_to(q)
     chan.datagram_received(first, ("192.0.2.53", 53))
@@ -112,7 +109,7 @@ async def test_a_second_reply_to_an_answered_query_changes_nothing() -> None:
 
 async def test_an_icmp_error_fails_every_waiting_query_at_once() -> None:
     chan = _Channel()
-    futs = [await waiting(chan, query(qid=i)) for i in range(3)]
+    futs = [await waiting(chan, query(NAME, qid=i)) for i in range(3)]
     chan.error_received(ConnectionRefusedError())
     for fut in futs:
         with pytest.raises(ConnectionRefusedError):
@@ -122,7 +119,7 @@ async def test_an_icmp_error_fails_every_waiting_query_at_once() -> None:
 async def test_a_closed_socket_fails_the_waiting_queries_and_is_forgotten() -> None:
     chan = _Channel()
     chan.connection_made(asyncio.DatagramTransport())
-    fut = await waiting(chan, query())
+    fut = await waiting(chan, query(NAME))
     chan.connection_lost(None)
     assert chan.transport is None
     with pytest.raises(ConnectionError):
@@ -138,5 +135,5 @@ async def test_a_message_without_a_question_is_not_sent_anywhere() -> None:
 async def test_once_closed_no_socket_is_opened() -> None:
     upstreams = Upstreams([("127.0.0.1", 9)])
     await upstreams.close()
-    assert await upstreams.query(query()) is None
+    assert await upstreams.query(query(NAME)) is None
     assert upstreams._channels == [None]

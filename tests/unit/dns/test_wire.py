@@ -7,30 +7,24 @@ import pytest
 
 from kzgate.dns import wire
 from kzgate.names import domain_to_wire
+from tests.support.dnsmsg import query
 
 
 def header(qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0, flags: int = 0x0100) -> bytes:
     return struct.pack("!6H", 0xBEEF, flags, qd, an, ns, ar)
 
 
-def query_bytes(name: str, qtype: str = "A", **edns: object) -> bytes:
-    q = dnslib.DNSRecord.question(name, qtype)
-    if edns:
-        q.add_ar(dnslib.EDNS0(**edns))
-    return bytes(q.pack())
-
-
 def test_parse_query_reads_the_question_and_keeps_its_case() -> None:
-    q = wire.parse_query(query_bytes("WwW.ExAmPle.KZ", "AAAA"))
+    q = wire.parse_query(query("WwW.ExAmPle.KZ", "AAAA"))
     assert q.qname == domain_to_wire("www.example.kz")
     assert q.question == b"\x03WwW\x07ExAmPle\x02KZ\x00\x00\x1c\x00\x01"
     assert (q.qtype, q.qclass, q.edns, q.udp_size) == (28, 1, False, 512)
 
 
 def test_parse_query_reads_the_opt_record() -> None:
-    q = wire.parse_query(query_bytes("a.kz", udp_len=4096, flags="do", version=0))
+    q = wire.parse_query(query("a.kz", edns=True, udp=4096, do=True, version=0))
     assert (q.edns, q.do_bit, q.udp_size, q.version) == (True, True, 4096, 0)
-    q = wire.parse_query(query_bytes("a.kz", udp_len=100, version=3))
+    q = wire.parse_query(query("a.kz", edns=True, udp=100, version=3))
     assert (q.edns, q.do_bit, q.udp_size, q.version) == (True, False, 512, 3)
 
 
@@ -162,7 +156,7 @@ def test_scan_reply_finds_ttls_targets_and_negative_ttl() -> None:
         "www.a.kz. 300 IN CNAME cdn.B.net.\ncdn.b.net. 120 IN A 192.0.2.1\n"
         "a.kz. 900 IN SOA ns.a.kz. h.a.kz. 1 2 3 4 30",
     )
-    q = wire.parse_query(query_bytes("www.a.kz"))
+    q = wire.parse_query(query("www.a.kz"))
     scan = wire.scan_reply(reply, q.question)
     assert scan.ttls == [300, 120, 900]
     assert [struct.unpack_from("!I", reply, off)[0] for off in scan.ttl_offsets] == scan.ttls
@@ -172,12 +166,12 @@ def test_scan_reply_finds_ttls_targets_and_negative_ttl() -> None:
 
 
 def test_scan_reply_rejects_other_questions_and_queries() -> None:
-    q = wire.parse_query(query_bytes("www.a.kz"))
+    q = wire.parse_query(query("www.a.kz"))
     other = upstream_reply("x", "x. 1 IN A 192.0.2.1", question_name="www.b.kz")
     with pytest.raises(wire.WrongQuestion):
         wire.scan_reply(other, q.question)
     with pytest.raises(wire.NotAReply):
-        wire.scan_reply(query_bytes("www.a.kz"), q.question)
+        wire.scan_reply(query("www.a.kz"), q.question)
     with pytest.raises(wire.Truncated):
         wire.scan_reply(b"\x00" * 5, q.question)
     good = upstream_reply("www.a.kz", "www.a.kz. 1 IN A 192.0.2.1")

@@ -21,6 +21,7 @@ import pytest
 from kzgate.config import HostPort, RpzConfig
 from kzgate.rpz.answer import Answer, Kind, Outcome
 from kzgate.rpz.xfr import XfrServer
+from tests.support.dnsmsg import frame, read_framed
 
 INSIDE, OUTSIDE = "127.0.0.1", "127.0.0.2"  # both loopback; only the first may transfer
 
@@ -103,16 +104,6 @@ async def connect(
     return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
 
 
-def framed(data: bytes) -> bytes:
-    return len(data).to_bytes(2, "big") + data
-
-
-async def read_framed(reader: asyncio.StreamReader) -> bytes:
-    async with asyncio.timeout(5):
-        size = int.from_bytes(await reader.readexactly(2), "big")
-        return await reader.readexactly(size)
-
-
 async def closed_by_server(reader: asyncio.StreamReader) -> bool:
     try:
         async with asyncio.timeout(5):
@@ -153,8 +144,8 @@ async def test_udp_a_dropped_or_failed_query_gets_nothing_and_the_listener_stays
 async def test_tcp_queries_on_one_connection_are_answered_in_order(xfr: Start) -> None:
     r = await xfr()
     reader, writer = await connect(r.port)
-    writer.write(framed(b"first") + framed(b"second"))
-    assert [await read_framed(reader) for _ in range(4)] == [b"m1", b"m2", b"m1", b"m2"]
+    writer.write(frame(b"first") + frame(b"second"))
+    assert [await read_framed(reader, wait=5) for _ in range(4)] == [b"m1", b"m2", b"m1", b"m2"]
     assert [(data, tcp) for data, _, tcp in r.responder.asked] == [
         (b"first", True),
         (b"second", True),
@@ -166,7 +157,7 @@ async def test_tcp_queries_on_one_connection_are_answered_in_order(xfr: Start) -
 async def test_tcp_from_outside_is_cut_before_a_byte_is_read(xfr: Start) -> None:
     r = await xfr()
     reader, writer = await connect(r.port, source=OUTSIDE)
-    writer.write(framed(b"query"))
+    writer.write(frame(b"query"))
     assert await closed_by_server(reader)
     assert r.responder.asked == []
     assert r.server.refusals.counts == {"acl": 1}
@@ -177,7 +168,7 @@ async def test_tcp_a_query_the_responder_drops_ends_the_connection(xfr: Start) -
     r = await xfr()
     r.responder.drop = True
     reader, writer = await connect(r.port)
-    writer.write(framed(b"not dns"))
+    writer.write(frame(b"not dns"))
     assert await closed_by_server(reader)
     assert r.responder.done == []
     writer.close()
@@ -196,8 +187,8 @@ async def test_a_connection_never_served_is_closed_at_the_timeout_and_counted(
 async def test_a_connection_served_then_idle_is_closed_without_a_refusal(xfr: Start) -> None:
     r = await xfr(idle_timeout=0.3)
     reader, writer = await connect(r.port)
-    writer.write(framed(b"query"))
-    assert [await read_framed(reader) for _ in range(2)] == [b"m1", b"m2"]
+    writer.write(frame(b"query"))
+    assert [await read_framed(reader, wait=5) for _ in range(2)] == [b"m1", b"m2"]
     assert await closed_by_server(reader)
     assert r.server.refusals.counts == {}
     writer.close()
@@ -210,8 +201,8 @@ async def test_an_answer_refused_does_not_extend_the_connection(xfr: Start) -> N
     reader, writer = await connect(r.port)
     opened = loop.time()
     for _ in range(3):  # refusals at 0, 0.25 and 0.5 s: had they counted, 1.1 s at least
-        writer.write(framed(b"refuse me"))
-        assert [await read_framed(reader) for _ in range(2)] == [b"m1", b"m2"]
+        writer.write(frame(b"refuse me"))
+        assert [await read_framed(reader, wait=5) for _ in range(2)] == [b"m1", b"m2"]
         await asyncio.sleep(0.25)
     assert await closed_by_server(reader)
     assert loop.time() - opened < 1.0
@@ -222,8 +213,8 @@ async def test_an_answer_refused_does_not_extend_the_connection(xfr: Start) -> N
 async def test_close_ends_open_connections_and_frees_the_port(xfr: Start) -> None:
     r = await xfr()
     reader, writer = await connect(r.port)
-    writer.write(framed(b"query"))
-    assert [await read_framed(reader) for _ in range(2)] == [b"m1", b"m2"]
+    writer.write(frame(b"query"))
+    assert [await read_framed(reader, wait=5) for _ in range(2)] == [b"m1", b"m2"]
     await r.server.close()
     assert await closed_by_server(reader)
     with pytest.raises(OSError):
