@@ -51,14 +51,14 @@ import dns.rcode
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # for tests.support, the tests' own harness
 sys.path.insert(0, str(ROOT / "bench"))
 
 import hostile  # noqa: E402
-from daemon_proc import DaemonProcess  # noqa: E402
-from kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
+from tests.support.daemon_proc import DaemonProcess  # noqa: E402
+from tests.support.kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
 
 BLOCKED = "blocked.adversary.kz"
 ALLOWED = "ok.adversary.kz"

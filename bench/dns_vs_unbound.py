@@ -91,15 +91,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
+sys.path.insert(0, str(ROOT))  # for tests.support, the tests' own harness
 
-from daemon_proc import DaemonProcess  # noqa: E402
 from fill import fill_register, restricted_name  # noqa: E402
-from kzfixtures import write_config  # noqa: E402
 from same_answers import ask, differences, samples_by_kind  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
+from tests.support.daemon_proc import DaemonProcess  # noqa: E402
+from tests.support.kzfixtures import write_config  # noqa: E402
 
 SERVER_CPU = 0  # the server under test
 LOAD_CPU = 1  # dnsperf and the third resolver

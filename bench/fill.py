@@ -6,11 +6,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
-
-from register_fixtures import restrict
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
 
 from kzgate.register.store import Register
+from tests.support.register_fixtures import restrict
 
 PER_INSTRUCTION = 100_000
 

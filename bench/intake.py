@@ -52,12 +52,11 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from daemon_proc import DaemonProcess  # noqa: E402
-from kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
+sys.path.insert(0, str(ROOT))  # for tests.support, the tests' own harness
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
+from tests.support.daemon_proc import DaemonProcess  # noqa: E402
+from tests.support.kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
 
 PROFILES = ("dns", "dns+nft", "dns+rpz", "dns+nft+rpz")  # the DNS index is always on
 DEFAULT_PROFILES = "dns,dns+nft+rpz"
@@ -80,7 +79,7 @@ def netns_name(profile: str) -> str | None:
     """The network namespace of a profile with nftables: one each, or they fight over the table."""
     if "nft" not in profile.split("+"):
         return None
-    return f"kzg-{os.getpid()}-{profile.replace('+', '-')}"  # tests/netns.py's prefix
+    return f"kzg-{os.getpid()}-{profile.replace('+', '-')}"  # tests/support/netns.py's prefix
 
 
 def sections(profile: str) -> dict[str, Any]:

@@ -58,16 +58,15 @@ import aiohttp
 from dnslib import QTYPE, DNSRecord
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
+sys.path.insert(0, str(ROOT))  # for tests.support, the tests' own harness
 
-from daemon_proc import DaemonProcess  # noqa: E402
-from dnsfake import FakeDns  # noqa: E402
 from fill import fill_register  # noqa: E402
-from kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
-from rpzpeers import KDIG, LOOPBACK, UnboundPeer, free_port, query, soa_serial  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
+from tests.support.daemon_proc import DaemonProcess  # noqa: E402
+from tests.support.dnsfake import FakeDns  # noqa: E402
+from tests.support.kzfixtures import Regulator, client_ssl, write_config  # noqa: E402
+from tests.support.rpzpeers import KDIG, LOOPBACK, UnboundPeer, free_port, query, soa_serial  # noqa: E402
 
 ORIGIN = "rpz.kzgate."
 GOALS = {"notify_to_nxdomain_s_max": 1.0}

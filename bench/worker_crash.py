@@ -44,14 +44,13 @@ from pathlib import Path
 from dnslib import DNSRecord
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
+sys.path.insert(0, str(ROOT))  # for tests.support, the tests' own harness
 
-from daemon_proc import DaemonProcess  # noqa: E402
 from fill import fill_register, restricted_name  # noqa: E402
-from kzfixtures import write_config  # noqa: E402
 
 from kzgate.devpki import ensure_dev_material  # noqa: E402
+from tests.support.daemon_proc import DaemonProcess  # noqa: E402
+from tests.support.kzfixtures import write_config  # noqa: E402
 
 KILL_AFTER = 0.2  # seconds of steady answers before the kill
 KEEP_SENDING = 1.0  # seconds of queries after the kill

@@ -2,7 +2,7 @@
 
 A key the file may leave out has its default here, on its field, and only here:
 the section parsers read every default from these classes, never restate one
-(tests/unit/test_config_defaults.py holds them to it). A field without a
+(tests/unit/config/test_defaults.py holds them to it). A field without a
 default is a required key, with two exceptions whose default the parser must
 compute: an issuer's ``name`` (its ``id``) and ``TsigConfig.algorithm``
 (its required neighbours come after it, and callers build it positionally).

@@ -6,17 +6,12 @@ so test_replay.py replays it through the whole harness too.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from kzgate.errors import InvalidTask, Malformed
 from kzgate.protocol.jsonstrict import loads_object
 from kzgate.protocol.schema import parse_task, url
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from protocol_fixtures import restrict
+from tests.support.protocol_fixtures import restrict
 
 
 @pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1.8e308", b"9" * 400 + b".0"])

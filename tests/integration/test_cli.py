@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from kzfixtures import write_config
+
+from tests.support.kzfixtures import write_config
 
 
 def kzgate(
@@ -113,9 +114,7 @@ def test_audit_verify_and_export(tmp_path: Path, pki: Path) -> None:
     import datetime as dt
 
     from kzgate.register.store import Register
-
-    sys.path.insert(0, str(Path(__file__).parent.parent / "unit"))
-    from register_fixtures import restrict, resume
+    from tests.support.register_fixtures import restrict, resume
 
     config = write_config(tmp_path, pki)
     register = Register.open(tmp_path / "kzgate.db")
@@ -156,9 +155,7 @@ def test_export_rpz_leaves_out_and_names_a_domain_too_long_for_the_zone(
     import dns.zone
 
     from kzgate.register.store import Register
-
-    sys.path.insert(0, str(Path(__file__).parent.parent / "unit"))
-    from register_fixtures import restrict
+    from tests.support.register_fixtures import restrict
 
     long_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 48]) + ".kz"  # 243 characters
     config = write_config(tmp_path, pki)
@@ -188,7 +185,7 @@ def test_nftables_in_a_missing_namespace_is_one_clear_line(tmp_path: Path, pki: 
 
 
 async def test_status_summarises_a_running_daemon(tmp_path: Path, pki: Path) -> None:
-    from daemon_proc import DaemonProcess
+    from tests.support.daemon_proc import DaemonProcess
 
     config = write_config(tmp_path, pki, metrics_port=0)
     daemon = DaemonProcess(config)

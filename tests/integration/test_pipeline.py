@@ -8,7 +8,6 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from kzfixtures import Regulator
 
 from kzgate.daemon import build_trust
 from kzgate.enforce.base import Enforcer
@@ -23,6 +22,7 @@ from kzgate.pipeline import Pipeline
 from kzgate.policy import PolicyIndex
 from kzgate.protocol.receipts import verify_receipt
 from kzgate.register.store import Register
+from tests.support.kzfixtures import Regulator
 
 
 class FlakyEnforcer(Enforcer):
@@ -51,9 +51,8 @@ class FlakyEnforcer(Enforcer):
 def make_pipeline(
     tmp_path: Path, pki: Path, *enforcers: Enforcer, apply_timeout: float = 30.0
 ) -> Pipeline:
-    from kzfixtures import write_config
-
     from kzgate.config import load_config
+    from tests.support.kzfixtures import write_config
 
     cfg = load_config(write_config(tmp_path, pki))
     return Pipeline(

@@ -17,6 +17,7 @@ import pytest
 
 from kzgate.dns.fastpath import FAST
 from kzgate.nametable import CompiledNameTable, DictNameTable, NameTable
+from tests.support.namemodel import model_match
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests/fuzz/corpus"
@@ -52,15 +53,6 @@ def checker() -> object:
 @pytest.mark.parametrize("path", DNS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_dns_corpus_matches_the_engine(checker: object, path: Path) -> None:
     checker.check(path.read_bytes())  # type: ignore[attr-defined]
-
-
-def model_match(model: dict[bytes, int], qname: bytes) -> tuple[int, int] | None:
-    off = 0
-    while off < len(qname) - 1:
-        if qname[off:] in model:
-            return off, model[qname[off:]]
-        off += qname[off] + 1
-    return None
 
 
 def program(data: bytes) -> Iterator[tuple[int, int, bytes, int]]:

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kzfixtures import write_config
 
 from kzgate.config import load_config
 from kzgate.enforce.base import StartError
 from kzgate.policy import PolicyIndex
 from kzgate.wiring import build_enforcers
+from tests.support.kzfixtures import write_config
 
 RPZ = {"enabled": True, "listen": ["127.0.0.1:0"], "notify": []}
 
