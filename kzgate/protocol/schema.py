@@ -89,7 +89,7 @@ def _date(value: Any, path: str) -> date:
         _fail(path, f"not a calendar date ({exc})")
 
 
-def _timestamp(value: Any, path: str) -> datetime:
+def parse_timestamp(value: Any, path: str) -> datetime:
     """RFC 3339 date-time; the offset is required (a naive time is ambiguous)."""
     match = _TIMESTAMP.fullmatch(value) if isinstance(value, str) else None
     if match is None:
@@ -299,7 +299,7 @@ def parse_task(obj: dict[str, Any], payload: bytes, kid: str) -> Task:
     seq = _seq(obj["seq"])
     if "issued_at" not in obj:
         _fail("issued_at", "required")
-    issued_at = _timestamp(obj["issued_at"], "issued_at")
+    issued_at = parse_timestamp(obj["issued_at"], "issued_at")
     task_type = obj.get("type")
     if task_type not in ("restrict", "resume"):
         _fail("type", f"must be 'restrict' or 'resume', got {task_type!r:.40}")
