@@ -68,10 +68,10 @@ class TasksQuery:
 
 
 def parse_query(query: Mapping[str, str]) -> TasksQuery:
-    """``after`` (required, >= 0), ``limit`` (>= 0, capped), ``wait`` (seconds >= 0, capped)."""
+    """``after`` (required, >= 0), ``limit`` (>= 0), ``wait`` (seconds >= 0, capped)."""
     try:
         after = int(query.get("after", ""))
-        limit = min(int(query.get("limit", str(DEFAULT_LIMIT))), MAX_LIMIT)
+        limit = int(query.get("limit", str(DEFAULT_LIMIT)))
         wait = float(query.get("wait", "0"))
     except ValueError:
         raise BadQuery("expected after=N&limit=M&wait=S, N and M integers, S seconds") from None
@@ -130,11 +130,11 @@ class FeedServer:
         return self.log.head(self.session, self._clock())
 
     def page(self, after: int, limit: int) -> list[bytes]:
-        """Tasks after+1 .. after+limit, cut short at MAX_PAGE_BYTES (never empty when a
-        task after ``after`` exists and limit > 0)."""
+        """Tasks after+1 .. after+limit, at most MAX_LIMIT, cut short at MAX_PAGE_BYTES
+        (never empty when a task after ``after`` exists and limit > 0)."""
         out: list[bytes] = []
         size = 0
-        for body in self.log.after(after, limit):
+        for body in self.log.after(after, min(limit, MAX_LIMIT)):
             if out and size + len(body) > MAX_PAGE_BYTES:
                 break
             out.append(body)
