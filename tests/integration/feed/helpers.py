@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -56,7 +55,7 @@ def read_head(pki: Path, body: bytes) -> Head:
 
 
 async def get(
-    pki: Path, url: str, *, timeout: float = 10.0, **params: Any
+    pki: Path, url: str, *, timeout: float = 10.0, **params: object
 ) -> tuple[int, str, bytes]:
     """(status, content type, body) of a plain GET with the development client cert."""
     connector = aiohttp.TCPConnector(ssl=client_ssl(pki))

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,11 @@ async def served(pki: Path, tmp_path: Path) -> AsyncIterator[FeedServer]:
     await server.close()
 
 
+def served_directory(server: FeedServer) -> Path:
+    assert server.directory is not None
+    return server.directory
+
+
 def url(server: FeedServer, path: str) -> str:
     return f"https://127.0.0.1:{server.port}/mci{path}"
 
@@ -76,7 +82,8 @@ async def test_head_and_tasks_are_exactly_what_section_6_says(
     three = tasks(pki, 1, 3)
     assert (head.iss, head.seq) == ("mci", 3)
     assert head.chain == chain_of(payload_hash(t) for t in three)
-    assert head.session == json.loads((served.directory / SESSION_FILE).read_text())["session"]  # type: ignore[operator]
+    saved = json.loads((served_directory(served) / SESSION_FILE).read_text())
+    assert head.session == saved["session"]
     assert (head.expires - head.issued_at).total_seconds() == 600
 
     status, ctype, body = await get(pki, url(served, "/tasks"), after=0, limit=2, wait=0)
@@ -95,7 +102,7 @@ async def test_head_and_tasks_are_exactly_what_section_6_says(
     [{}, {"after": "x"}, {"after": -1}, {"after": 0, "limit": -1}, {"after": 0, "wait": "nan"}],
 )
 async def test_a_query_that_is_not_after_limit_wait_is_400(
-    pki: Path, served: FeedServer, query: dict[str, object]
+    pki: Path, served: FeedServer, query: dict[str, Any]
 ) -> None:
     status, _, _ = await get(pki, url(served, "/tasks"), **query)
     assert status == 400
@@ -114,13 +121,10 @@ async def test_a_long_poll_returns_as_soon_as_a_task_is_published(
     assert time.monotonic() - started < 5  # well before wait=30 elapsed
     assert status == 200 and json.loads(body) == {"tasks": [fourth.decode()]}
     # published for good: in the directory, and the session file knows seq 4
-    assert [seq_of(t) for t in load_directory(served.directory, signer(pki))[0].after(0, 9)] == [
-        1,
-        2,
-        3,
-        4,
-    ]  # type: ignore[arg-type]
-    assert json.loads((served.directory / SESSION_FILE).read_text())["seq"] == 4  # type: ignore[operator]
+    directory = served_directory(served)
+    republished = load_directory(directory, signer(pki))[0]
+    assert [seq_of(t) for t in republished.after(0, 9)] == [1, 2, 3, 4]
+    assert json.loads((directory / SESSION_FILE).read_text())["seq"] == 4
 
 
 async def test_a_long_poll_that_nothing_answers_ends_after_wait(
