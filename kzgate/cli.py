@@ -1,4 +1,4 @@
-"""The command line: run, check-config, lookup, status, keys, task, audit, dev-init."""
+"""The command line: run, check-config, lookup, status, keys, task, audit, feed, dev-init."""
 
 from __future__ import annotations
 
@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     rpz.add_argument("file", type=Path)
     rpz.add_argument("--config", default=DEFAULT_CONFIG)
     rpz.set_defaults(func=cmd_export_rpz)
+
+    feed = sub.add_parser("feed", help="the issuer's side of the feed (task-protocol.md §6)")
+    fsub = feed.add_subparsers(metavar="ACTION")
+    fserve = fsub.add_parser("serve", help="publish a directory of signed tasks as a feed")
+    fserve.add_argument("--dir", required=True, type=Path, help="the *.jws task files")
+    fserve.add_argument("--iss", required=True, help="the issuer whose log this is")
+    fserve.add_argument("--key", required=True, type=Path, help="issuer key for heads (PEM)")
+    fserve.add_argument("--kid", required=True, help="the id of that key")
+    fserve.add_argument("--cert", required=True, type=Path, help="TLS certificate (PEM)")
+    fserve.add_argument("--key-file", required=True, type=Path, help="its TLS key (PEM)")
+    fserve.add_argument("--client-ca", type=Path, help="require client certs from this CA")
+    fserve.add_argument("--listen", default="127.0.0.1:9443", help="host:port")
+    fserve.add_argument("--ttl", type=float, default=600.0, help="seconds a head stays fresh")
+    fserve.add_argument("--base", help="URL path the feed is under (default: /ISS)")
+    fserve.set_defaults(func=cmd_feed_serve)
 
     audit = sub.add_parser("audit", help="the audit chain").add_subparsers(metavar="ACTION")
     verify = audit.add_parser("verify", help="prove the audit chain unbroken")
@@ -336,6 +351,31 @@ def cmd_export_rpz(args: argparse.Namespace) -> int:
     print(f"wrote {args.file}: {count} records, zone {cfg.rpz.origin}")
     for value in left_out:
         print(f"not in the zone (owner name over 255 octets): {value}", file=sys.stderr)
+    return 0
+
+
+def cmd_feed_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import ssl
+
+    from kzgate.api.tls import server_context
+    from kzgate.config.hostport import HostPort
+    from kzgate.feed.issuerlog import NotInLog, Signer
+    from kzgate.feed.server import serve_directory
+    from kzgate.keys import KeyFileError, load_private_key
+
+    try:
+        where = HostPort.parse(args.listen, allow_port_zero=True)
+        signer = Signer(
+            args.iss, load_private_key(args.key), args.kid, dt.timedelta(seconds=args.ttl)
+        )
+        tls = server_context(args.cert, args.key_file, args.client_ca)
+        base = args.base if args.base is not None else "/" + args.iss
+        asyncio.run(
+            serve_directory(args.dir, signer, base=base, host=where.host, port=where.port, tls=tls)
+        )
+    except (ValueError, KeyFileError, NotInLog, OSError, ssl.SSLError) as exc:
+        return _fail(str(exc), 2)
     return 0
 
 

@@ -29,3 +29,9 @@ _.drift_repairs  # enforce/nft/enforcer.py: bench/nft.py reports drift reports c
 # enforce/nft/wire.py: message types tests use as events that must not count as drift.
 NFT_MSG_NEWCHAIN
 NFT_MSG_NEWSET
+
+# Issue 12, the feed.
+_.publish  # feed/server.py: FeedServer.publish, the in-process way to grow a feed (tests, bench)
+FeedClient  # feed/client.py: the FeedSource the puller (fpull's branch) builds per issuer;
+_.get_head  # drop these three lines when the daemon's wiring constructs it
+_.get_tasks

@@ -53,6 +53,18 @@ class IssuerKeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedConfig:
+    """An issuer's feed (task-protocol.md §6): where its signed log is pulled from."""
+
+    url: str  # base URL: {url}/head, {url}/tasks
+    ca: Path  # CA of the feed server's certificate
+    client_cert: Path | None = None  # mutual TLS, with client_key
+    client_key: Path | None = None
+    interval: float = 30.0  # seconds between pulls
+    wait: float = 0.0  # long-poll seconds; 0 = plain polling
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerConfig:
     id: str
     name: str  # the id when the file gives none

@@ -513,6 +513,31 @@ def jws_bodies() -> Seeds:
     yield "hdr-only-fields", hdr(alg="EdDSA") + b".."
 
 
+def feed_task_lists() -> Seeds:
+    """Bodies of a feed's GET /tasks (task-protocol.md §6): the shape, and every way off it."""
+    jws = [body for _, body in jws_bodies()][:3]
+    yield "empty-list", b'{"tasks": []}'
+    yield "three", b'{"tasks": [' + b", ".join(b'"' + j + b'"' for j in jws) + b"]}"
+    yield "compact", b'{"tasks":["a.b.c"]}'
+    yield "unicode-string", '{"tasks": ["я\\u00e9"]}'.encode()
+    yield "not-object", b'["a.b.c"]'
+    yield "no-tasks", b"{}"
+    yield "extra-key", b'{"tasks": [], "next": 2}'
+    yield "tasks-object", b'{"tasks": {"1": "a.b.c"}}'
+    yield "tasks-string", b'{"tasks": "a.b.c"}'
+    yield "number-entry", b'{"tasks": [1]}'
+    yield "null-entry", b'{"tasks": [null]}'
+    yield "nested-list", b'{"tasks": [["a.b.c"]]}'
+    yield "duplicate-key", b'{"tasks": [], "tasks": ["a.b.c"]}'
+    yield "nan", b'{"tasks": [NaN]}'
+    yield "lone-surrogate", b'{"tasks": ["\\ud800"]}'
+    yield "bom", b'\xef\xbb\xbf{"tasks": []}'
+    yield "invalid-utf8", b'{"tasks": ["\xff"]}'
+    yield "html", b"<html><body>Service unavailable</body></html>"
+    yield "truncated", b'{"tasks": ["a.b'
+    yield "empty", b""
+
+
 WRITERS: dict[str, Callable[[], Seeds]] = {
     "dns_wire_query": queries,
     "dns_engine_query": queries,
@@ -523,6 +548,7 @@ WRITERS: dict[str, Callable[[], Seeds]] = {
     "task_jws": jws_bodies,
     "task_signed": payloads,
     "json_strict": json_texts,
+    "feed_tasks": feed_task_lists,
 }
 
 

@@ -63,6 +63,15 @@ CONTRACT = {
     "kzgate_dns_worker_crashes_total": "counter",
     "kzgate_dns_workers": "gauge",
 }
+# Issue 12, the feed: in the contract, queried by the alerts and the dashboard. The
+# daemon exports them from the puller's branch (fpull); when it is merged these move
+# into CONTRACT (and "state" into LABEL_VALUES) so that the scrape checks them too.
+FEED_CONTRACT = {
+    "kzgate_feed_head_seq": "gauge",
+    "kzgate_feed_held_seq": "gauge",
+    "kzgate_feed_state": "gauge",
+    "kzgate_feed_pulls_total": "counter",
+}
 NFT_CONTRACT = {
     "kzgate_nft_elements": "gauge",
     "kzgate_nft_dropped_packets_total": "counter",
@@ -74,7 +83,7 @@ ENFORCER_COUNTERS = ("kzgate_enforcer_errors_total", "kzgate_enforcer_drift_repa
 # Series names a query may use: histograms as their _bucket/_sum/_count series.
 QUERYABLE = {"up"} | {
     name + suffix
-    for name, kind in {**CONTRACT, **NFT_CONTRACT}.items()
+    for name, kind in {**CONTRACT, **NFT_CONTRACT, **FEED_CONTRACT}.items()
     for suffix in (("_bucket", "_sum", "_count") if kind == "histogram" else ("",))
 }
 
@@ -323,6 +332,11 @@ REQUIRED_ALERTS = {
     "KzgateTargetsNotEnforced",
     "KzgateDnsWorkerCrashes",
     "KzgateDnsFastPathOff",
+    "KzgateFeedBehind",
+    "KzgateFeedDiverged",
+    "KzgateFeedRollback",
+    "KzgateFeedStale",
+    "KzgateFeedUnreachable",
 }
 
 
