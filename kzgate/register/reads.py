@@ -90,13 +90,16 @@ class RegisterReads:
 
     def held_through(self, iss: str) -> int:
         """The highest n such that every task 1..n of ``iss`` is stored (0: not even 1)."""
-        # Walks the (iss, seq) index in order and stops at the first seq whose
-        # successor is missing: no Python loop, and no full scan past a gap.
+        # Seqs are distinct and >= 1, so as many tasks as the highest seq means no
+        # gap (the usual case: one count over the (iss, seq) index). Otherwise walk
+        # that index in order and stop at the first seq whose successor is missing.
         row = self._one(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE iss = ?1 AND seq = 1) THEN"
-            " (SELECT t.seq FROM tasks t WHERE t.iss = ?1 AND NOT EXISTS"
+            "SELECT CASE WHEN n = top THEN top"
+            " WHEN NOT EXISTS (SELECT 1 FROM tasks WHERE iss = ?1 AND seq = 1) THEN 0"
+            " ELSE (SELECT t.seq FROM tasks t WHERE t.iss = ?1 AND NOT EXISTS"
             " (SELECT 1 FROM tasks u WHERE u.iss = ?1 AND u.seq = t.seq + 1)"
-            " ORDER BY t.seq LIMIT 1) ELSE 0 END",
+            " ORDER BY t.seq LIMIT 1) END"
+            " FROM (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM tasks WHERE iss = ?1)",
             (iss,),
         )
         return int(row[0])
