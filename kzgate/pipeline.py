@@ -6,6 +6,11 @@ Record-and-apply runs under the enforcer set's lock so that diffs reach every
 enforcer in the order the register committed them. An enforcer that falls out
 of step is the set's to repair (enforce/set.py); tasks it missed are answered
 202 `accepted` until then, and signed again here once the set is in step.
+
+Tasks pulled from an issuer's feed (feed/puller.py) take the same path a page
+at a time (``take``, the FeedSink of feed/ports.py): one register transaction
+and one combined diff for the page, each task still judged, answered and
+signed on its own.
 """
 
 from __future__ import annotations
@@ -14,21 +19,24 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kzgate.diffs import compose
 from kzgate.enforce.set import LOGGED_VALUES, EnforcerSet
 from kzgate.errors import NotFound, TaskError
+from kzgate.feed.head import Head
+from kzgate.feed.ports import FeedEvent, Taken
 from kzgate.metrics import Metrics
 from kzgate.model import State, Task
 from kzgate.protocol.intake import verify_task
 from kzgate.protocol.receipts import build_receipt, sign_receipt
 from kzgate.protocol.trust import TrustStore
 from kzgate.register.readmodel import RegisterReader
-from kzgate.register.store import Register
+from kzgate.register.store import ReceiptItem, Recorded, Register
 from kzgate.register.thread import RegisterThread
 
 log = logging.getLogger("kzgate.pipeline")
@@ -74,6 +82,7 @@ class Pipeline:
         self.metrics = metrics
         self.clock = clock
         self._thread = RegisterThread()
+        self._pushed: list[Callable[[str, int], None]] = []
         # What the API, the status and the scrape read, on the same thread.
         self.reader = RegisterReader(register, self._thread)
         metrics.register(*enforcers.collectors(), *self.reader.collectors())
@@ -114,17 +123,107 @@ class Pipeline:
         try:
             answer = await self._record_and_apply(task, received_at, started)
         except TaskError as exc:
-            self.metrics.tasks.inc(task.type, exc.code)
-            log.info(
-                "task refused iss=%s id=%s type=%s outcome=%s detail=%s",
-                task.iss,
-                task.id,
-                task.type,
-                exc.code,
-                exc.detail,
-            )
+            self._refused(task, exc)
             raise
         return answer
+
+    def _refused(self, task: Task, exc: TaskError) -> None:
+        """Count and log a verified task the register refused (Conflict, Forbidden)."""
+        self.metrics.tasks.inc(task.type, exc.code)
+        log.info(
+            "task refused iss=%s id=%s type=%s outcome=%s detail=%s",
+            task.iss,
+            task.id,
+            task.type,
+            exc.code,
+            exc.detail,
+        )
+
+    # -- the feed: a page of one issuer's tasks (feed/ports.py FeedSink) ---------
+
+    async def take(self, iss: str, bodies: Sequence[bytes], head: Head | None) -> list[Taken]:
+        """Each task of ``bodies`` as ``submit`` would take it, as one group: one register
+        transaction (with ``head``), one combined diff, receipts stored in one go."""
+        received_at = self.clock()
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        verified = await loop.run_in_executor(None, self._verify_page, bodies, received_at)
+        taken: list[Taken | None] = [None] * len(bodies)
+        page: list[tuple[int, Task]] = []
+        for i, item in enumerate(verified):
+            if isinstance(item, TaskError):
+                self.metrics.tasks.inc("unknown", item.code)
+                taken[i] = Taken(None, None, item.code, item.detail)
+            elif item.iss != iss:  # never stored: a feed serves its own issuer's log only
+                detail = f"a task of issuer {item.iss!r} on the feed of {iss!r}"
+                taken[i] = Taken(item.seq, item.id, "wrong_issuer", detail)
+            else:
+                page.append((i, item))
+        tasks = [task for _, task in page]
+        async with self.enforcers.lock:
+            results = await self.in_register(
+                self.register.record_many, tasks, received_at, head=head
+            )
+            applied = [r.diff for r in results if isinstance(r, Recorded) and r.status == "applied"]
+            in_step = not applied or await self.enforcers.apply(compose(applied))
+            new = {task.id for task, r in zip(tasks, results, strict=True) if _is_new(r)}
+            for task, result in zip(tasks, results, strict=True):
+                if isinstance(result, Recorded) and result.status == "duplicate":
+                    self.metrics.tasks.inc(task.type, "duplicate")
+                    if result.stored_receipt is None and task.id not in new:
+                        await self._sign_missing(task.iss, task.id)  # as a pushed duplicate's
+        elapsed = time.monotonic() - started
+        receipts: list[ReceiptItem] = []
+        for (i, task), result in zip(page, results, strict=True):
+            if isinstance(result, TaskError):
+                self._refused(task, result)
+                taken[i] = Taken(task.seq, task.id, result.code, result.detail)
+            elif result.status == "duplicate":
+                taken[i] = Taken(task.seq, task.id, "duplicate")
+            else:
+                status, receipt, applied_at = self._settle(
+                    task, result, in_step, received_at, elapsed
+                )
+                receipts.append((task.iss, task.id, receipt, applied_at))
+                taken[i] = Taken(task.seq, task.id, status)
+        await self._store_receipts(receipts)
+        return [t for t in taken if t is not None]
+
+    def _verify_page(self, bodies: Sequence[bytes], now: dt.datetime) -> list[Task | TaskError]:
+        out: list[Task | TaskError] = []
+        for body in bodies:
+            try:
+                out.append(verify_task(body, self.trust, self.operator_id, now))
+            except TaskError as exc:
+                out.append(exc)
+        return out
+
+    async def stored_head(self, iss: str) -> Head | None:
+        return await self.in_register(self.register.stored_head, iss)
+
+    async def store_head(self, head: Head) -> None:
+        await self.in_register(self.register.store_head, head, self.clock())
+
+    async def held_through(self, iss: str) -> int:
+        return await self.in_register(self.register.held_through, iss)
+
+    async def payload_hashes(self, iss: str, first: int, last: int) -> list[bytes]:
+        return await self.in_register(self.register.payload_hashes, iss, first, last)
+
+    async def feed_event(self, iss: str, event: FeedEvent, data: dict[str, Any]) -> None:
+        await self.in_register(self.register.feed_event, iss, event, data, self.clock())
+
+    def on_pushed(self, callback: Callable[[str, int], None]) -> None:
+        """``callback(iss, seq)`` after each pushed task is stored (not a duplicate);
+        never for tasks taken from a feed."""
+        self._pushed.append(callback)
+
+    def _tell_pushed(self, task: Task) -> None:
+        for callback in self._pushed:
+            try:
+                callback(task.iss, task.seq)
+            except Exception:  # the task is stored and answered: that must stand
+                log.exception("a pushed-task callback failed for %s seq %d", task.iss, task.seq)
 
     async def receipt(self, iss: str, task_id: str) -> Answer:
         receipt = await self.in_register(self.register.get_receipt, iss, task_id)
@@ -148,11 +247,29 @@ class Pipeline:
             if recorded.status == "duplicate":
                 self.metrics.tasks.inc(task.type, "duplicate")
                 return await self._duplicate(task, recorded.stored_receipt)
-            status: str = recorded.status
-            if status == "applied" and not await self.enforcers.apply(recorded.diff):
-                status = "accepted"
+            in_step = recorded.status != "applied" or await self.enforcers.apply(recorded.diff)
+        status, receipt, applied_at = self._settle(
+            task, recorded, in_step, received_at, time.monotonic() - started
+        )
+        await self._store_receipt(task.iss, task.id, receipt, applied_at)
+        self._tell_pushed(task)
+        return Answer(STATUS_CODE[status], receipt)
+
+    def _settle(
+        self,
+        task: Task,
+        recorded: Recorded,
+        in_step: bool,
+        received_at: dt.datetime,
+        elapsed: float,
+    ) -> tuple[str, dict[str, Any], dt.datetime | None]:
+        """The status of a task just recorded (not a duplicate) and applied (``in_step``:
+        every enforcer holds it), counted, logged, and its receipt signed: the same
+        for a pushed task and for each task of a page taken from a feed."""
+        status: str = recorded.status
+        if status == "applied" and not in_step:
+            status = "accepted"
         applied_at = self.clock() if status != "accepted" else None
-        elapsed = time.monotonic() - started
         missing: dict[str, list[str]] = {}
         if status == "applied" and task.type == "restrict":
             missing = self.enforcers.uncarried(task.instruction, task.targets)
@@ -163,7 +280,6 @@ class Pipeline:
         receipt = self._sign(
             task.iss, task.id, task.seq, task.sha256, status, received_at, applied_at, missing
         )
-        await self._store_receipt(task.iss, task.id, receipt, applied_at)
         log.log(
             logging.WARNING if missing else logging.INFO,
             "task iss=%s id=%s seq=%d type=%s outcome=%s apply_ms=%.2f diff=%d%s",
@@ -176,7 +292,7 @@ class Pipeline:
             recorded.diff.size(),
             _not_enforced_text(missing),
         )
-        return Answer(STATUS_CODE[status], receipt)
+        return status, receipt, applied_at
 
     async def _duplicate(self, task: Task, stored: dict[str, Any] | None) -> Answer:
         if stored is not None:
@@ -211,6 +327,15 @@ class Pipeline:
         receipt = self._sign(iss, task_id, *identity, status, received_at, applied_at, missing)
         await self._store_receipt(iss, task_id, receipt, applied_at)
         return Answer(STATUS_CODE[status], receipt)
+
+    async def _store_receipts(self, items: Sequence[ReceiptItem]) -> None:
+        """``_store_receipt`` of a page's receipts, in one transaction."""
+        if not items:
+            return
+        try:
+            await self.in_register(self.register.set_receipts, items)
+        except Exception:
+            log.exception("could not store the receipts of %d task(s); will re-sign", len(items))
 
     async def _store_receipt(
         self, iss: str, task_id: str, receipt: dict[str, Any], applied_at: dt.datetime | None
@@ -257,6 +382,10 @@ class Pipeline:
                 log.info(
                     "task iss=%s id=%s outcome=%s (re-signed)", iss, task_id, answer.body["status"]
                 )
+
+
+def _is_new(result: Recorded | TaskError) -> bool:
+    return isinstance(result, Recorded) and result.status != "duplicate"
 
 
 def _not_enforced_text(missing: dict[str, list[str]]) -> str:

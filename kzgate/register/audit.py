@@ -26,6 +26,11 @@ AuditEvent = Literal[
     "resume_pending",
     "instruction_cancelled",
     "receipt_issued",
+    # the feed's (kzgate.feed.ports.FeedEvent)
+    "feed_conflict",
+    "feed_rollback",
+    "feed_new_session",
+    "feed_diverged",
 ]
 COLUMNS = ("seq", "at", "event", "data", "prev", "hash")
 

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from kzgate.feed.head import Head
 from kzgate.model import InstructionRef, Target
+from kzgate.register import heads
 from kzgate.register.audit import AuditRow, VerifyResult
 from kzgate.register.audit import verify_chain as _verify_chain
 
@@ -78,6 +80,44 @@ class RegisterReads:
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         with self._lock:
             return self._conn.execute(sql, args).fetchone()
+
+    # -- the feed (task-protocol.md §6) ----------------------------------------
+
+    def stored_head(self, iss: str) -> Head | None:
+        """The last accepted head of ``iss``'s feed, or None before the first."""
+        row = self._one(heads.SELECT, (iss,))
+        return heads.from_row(row) if row is not None else None
+
+    def held_through(self, iss: str) -> int:
+        """The highest n such that every task 1..n of ``iss`` is stored (0: not even 1)."""
+        # Seqs are distinct and >= 1, so as many tasks as the highest seq means no
+        # gap (the usual case: one count over the (iss, seq) index). Otherwise walk
+        # that index in order and stop at the first seq whose successor is missing.
+        row = self._one(
+            "SELECT CASE WHEN n = top THEN top"
+            " WHEN NOT EXISTS (SELECT 1 FROM tasks WHERE iss = ?1 AND seq = 1) THEN 0"
+            " ELSE (SELECT t.seq FROM tasks t WHERE t.iss = ?1 AND NOT EXISTS"
+            " (SELECT 1 FROM tasks u WHERE u.iss = ?1 AND u.seq = t.seq + 1)"
+            " ORDER BY t.seq LIMIT 1) END"
+            " FROM (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM tasks WHERE iss = ?1)",
+            (iss,),
+        )
+        return int(row[0])
+
+    def payload_hashes(self, iss: str, first: int, last: int) -> list[bytes]:
+        """SHA-256 of the stored payloads of ``iss``'s seq first..last, in seq order
+        (the §6 chain's inputs); LookupError when one of them is not stored."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, sha256 FROM tasks WHERE iss = ? AND seq BETWEEN ? AND ?"
+                " ORDER BY seq",
+                (iss, first, last),
+            ).fetchall()
+        if len(rows) != max(0, last - first + 1):
+            held = {seq for seq, _ in rows}
+            missing = next(n for n in range(first, last + 1) if n not in held)
+            raise LookupError(f"task {missing} of issuer {iss!r} is not stored")
+        return [bytes.fromhex(digest) for _, digest in rows]
 
     # -- listings and statistics ----------------------------------------------
 

@@ -65,6 +65,20 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
     """,
+    # 2: the last accepted signed head of each issuer's feed (task-protocol.md §6),
+    # kept as received (jws) as proof of what the issuer said its log was.
+    """
+    CREATE TABLE feed_heads (
+        iss TEXT PRIMARY KEY,
+        session TEXT NOT NULL,
+        seq INTEGER NOT NULL CHECK (seq >= 0),
+        chain TEXT NOT NULL CHECK (length(chain) = 64),
+        issued_at TEXT NOT NULL,
+        expires TEXT NOT NULL,
+        jws TEXT NOT NULL,
+        accepted_at TEXT NOT NULL
+    );
+    """,
 ]
 
 

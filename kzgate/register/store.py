@@ -1,6 +1,7 @@
 """The register: tasks, instructions, targets and the audit chain in one SQLite file.
 
-Every task is one transaction (WAL, ``synchronous=FULL``: durable at COMMIT);
+Every task is one transaction (WAL, ``synchronous=FULL``: durable at COMMIT),
+or one savepoint of a page's transaction (``record_many``: a feed's catch-up);
 every check of task-protocol.md §4 runs inside it, so a refused task changes
 nothing. The in-memory ``EffectiveState`` is changed only after COMMIT, so it
 never shows what the disk does not hold.
@@ -16,12 +17,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kzgate.errors import TaskError
+from kzgate.feed.head import Head
+from kzgate.feed.ports import FeedEvent
 from kzgate.model import Diff, InstructionRef, Target, Task
+from kzgate.register import heads
 from kzgate.register.audit import GENESIS, AuditEvent, make_row
 from kzgate.register.reads import RegisterReads
 from kzgate.register.rules import (
@@ -51,6 +57,16 @@ class Recorded:
     diff: Diff
     stored_receipt: dict[str, Any] | None
     received_at: datetime
+
+
+# What recording one task did inside the transaction: its status, the receipt
+# stored before (a duplicate), when it was received, and the change to the
+# effective state to make after COMMIT (verb, instruction, targets).
+_Change = tuple[str, InstructionRef, tuple[Target, ...]]
+_Outcome = tuple[RecordStatus, dict[str, Any] | None, datetime, _Change | None]
+
+# A receipt to store: (iss, task id, receipt, applied_at).
+ReceiptItem = tuple[str, str, dict[str, Any], datetime | None]
 
 
 def _ts(when: datetime) -> str:
@@ -119,40 +135,59 @@ class Register(RegisterReads):
 
         Conflict/Forbidden (and any storage error) roll back: nothing is changed.
         """
+        (result,) = self.record_many((task,), received_at)
+        if isinstance(result, TaskError):
+            raise result
+        return result
+
+    def record_many(
+        self, tasks: Sequence[Task], received_at: datetime, *, head: Head | None = None
+    ) -> list[Recorded | TaskError]:
+        """Store ``tasks`` in order in ONE transaction (one fsync for all), each as
+        ``record`` would; and ``head``, when given, in that same transaction.
+
+        Each task has its own savepoint: one refused (Conflict/Forbidden) is rolled
+        back alone and comes back as its TaskError, the others stay. A storage error
+        rolls back everything (tasks and head) and raises RegisterError. The
+        effective state changes only after COMMIT, task by task in order; each
+        Recorded carries its own task's diff.
+        """
         with self._lock:
             conn = self._conn
+            outcomes: list[_Outcome | TaskError] = []
             conn.execute("BEGIN IMMEDIATE")
             try:
-                outcome = self._record_in_tx(task, received_at)
-                if outcome[0] == "duplicate":
-                    conn.execute("ROLLBACK")
-                else:
-                    conn.execute("COMMIT")
+                for task in tasks:
+                    conn.execute("SAVEPOINT task")
+                    try:
+                        outcomes.append(self._record_in_tx(task, received_at))
+                    except TaskError as exc:
+                        conn.execute("ROLLBACK TO task")
+                        outcomes.append(exc)
+                    conn.execute("RELEASE task")
+                if head is not None:
+                    self._upsert_head(head, received_at)
+                conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise RegisterError(f"{self.path}: cannot store task: {exc}") from exc
                 raise
-            status, stored_receipt, stored_at, change = outcome
-            diff = Diff()
-            if change is not None:  # only now that it is on disk
-                verb, ref, targets = change
-                diff = (
-                    self.state.add(ref, targets)
-                    if verb == "add"
-                    else self.state.remove(ref, targets)
-                )
-            return Recorded(status, diff, stored_receipt, stored_at)
+            return [self._after_commit(o) for o in outcomes]  # only now that it is on disk
 
-    def _record_in_tx(
-        self, task: Task, received_at: datetime
-    ) -> tuple[
-        RecordStatus,
-        dict[str, Any] | None,
-        datetime,
-        tuple[str, InstructionRef, tuple[Target, ...]] | None,
-    ]:
+    def _after_commit(self, outcome: _Outcome | TaskError) -> Recorded | TaskError:
+        if isinstance(outcome, TaskError):
+            return outcome
+        status, stored_receipt, stored_at, change = outcome
+        diff = Diff()
+        if change is not None:
+            verb, ref, targets = change
+            change_state = self.state.add if verb == "add" else self.state.remove
+            diff = change_state(ref, targets)
+        return Recorded(status, diff, stored_receipt, stored_at)
+
+    def _record_in_tx(self, task: Task, received_at: datetime) -> _Outcome:
         row = self._conn.execute(
             "SELECT sha256, receipt, received_at FROM tasks WHERE iss = ? AND id = ?",
             (task.iss, task.id),
@@ -191,7 +226,7 @@ class Register(RegisterReads):
 
     def _write(
         self, task: Task, verdict: Verdict, inst_row: int | None, at: str
-    ) -> tuple[str, InstructionRef, tuple[Target, ...]] | None:
+    ) -> _Change | None:
         """Store the task and what the verdict does to its instruction, with their
         audit rows; return the change to the effective state, made after COMMIT."""
         conn = self._conn
@@ -299,28 +334,53 @@ class Register(RegisterReads):
     ) -> None:
         """Store the receipt durably; the task's status becomes the receipt's ``status``
         when that is a task status (applied, accepted, pending, cancelled)."""
+        self.set_receipts(((iss, id, receipt, applied_at),))
+
+    def set_receipts(self, items: Sequence[ReceiptItem]) -> None:
+        """``set_receipt`` for each item, all in one transaction (one fsync)."""
+        with self._lock, self._tx():
+            for iss, id, receipt, applied_at in items:
+                self._set_receipt_in_tx(iss, id, receipt, applied_at)
+
+    def _set_receipt_in_tx(
+        self, iss: str, id: str, receipt: dict[str, Any], applied_at: datetime | None
+    ) -> None:
         status = receipt.get("status")
         at = _ts(applied_at or datetime.now(UTC))
+        cur = self._conn.execute(
+            "UPDATE tasks SET receipt = ?, applied_at = ?,"
+            " status = CASE WHEN ? THEN ? ELSE status END WHERE iss = ? AND id = ?",
+            (
+                json.dumps(receipt, sort_keys=True),
+                _ts(applied_at) if applied_at else None,
+                status in TASK_STATUSES,
+                status,
+                iss,
+                id,
+            ),
+        )
+        if cur.rowcount != 1:
+            raise KeyError(f"task {iss}/{id} is not stored")
+        self._append_audit(
+            at,
+            "receipt_issued",
+            {"iss": iss, "id": id, "status": status, "applied_at": receipt.get("applied_at")},
+        )
+
+    # -- the feed (task-protocol.md §6) ----------------------------------------
+
+    def store_head(self, head: Head, accepted_at: datetime) -> None:
+        """Keep ``head`` as the last accepted head of its issuer (replacing the one before)."""
         with self._lock, self._tx():
-            cur = self._conn.execute(
-                "UPDATE tasks SET receipt = ?, applied_at = ?,"
-                " status = CASE WHEN ? THEN ? ELSE status END WHERE iss = ? AND id = ?",
-                (
-                    json.dumps(receipt, sort_keys=True),
-                    _ts(applied_at) if applied_at else None,
-                    status in TASK_STATUSES,
-                    status,
-                    iss,
-                    id,
-                ),
-            )
-            if cur.rowcount != 1:
-                raise KeyError(f"task {iss}/{id} is not stored")
-            self._append_audit(
-                at,
-                "receipt_issued",
-                {"iss": iss, "id": id, "status": status, "applied_at": receipt.get("applied_at")},
-            )
+            self._upsert_head(head, accepted_at)
+
+    def _upsert_head(self, head: Head, accepted_at: datetime) -> None:
+        self._conn.execute(heads.UPSERT, heads.to_row(head, accepted_at))
+
+    def feed_event(self, iss: str, event: FeedEvent, data: dict[str, Any], at: datetime) -> None:
+        """Append an audit row for a feed event of issuer ``iss``."""
+        with self._lock, self._tx():
+            self._append_audit(_ts(at), event, {**data, "iss": iss})
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._conn)

@@ -15,6 +15,7 @@ import pytest
 
 from kzgate.config import load_config
 from kzgate.daemon import build_trust
+from kzgate.enforce.base import Enforcer
 from kzgate.enforce.set import EnforcerSet
 from kzgate.errors import BadSignature, Conflict, NotFound
 from kzgate.keys import load_private_key
@@ -34,7 +35,7 @@ class Setup:
         self.public = load_private_key(pki / "keys/operator.key").public_key()
         self.mci = Regulator(pki)
 
-    def pipeline(self, *fakes: Recording) -> Pipeline:
+    def pipeline(self, *fakes: Enforcer) -> Pipeline:
         return Pipeline(
             register=Register.open(self.tmp_path / "kzgate.db"),
             enforcers=EnforcerSet(fakes),
