@@ -53,10 +53,23 @@ class IssuerKeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedConfig:
+    """Pulling the issuer's signed log (task-protocol.md §6)."""
+
+    url: str  # https base URL, without a trailing slash: {url}/head, {url}/tasks
+    ca: Path  # the CA of the feed server's certificate
+    client_cert: Path | None = None  # mutual TLS: both or neither
+    client_key: Path | None = None
+    interval: float = 30.0  # seconds between rounds
+    wait: float = 0.0  # long-poll seconds; 0: plain polling
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerConfig:
     id: str
     name: str  # the id when the file gives none
     keys: tuple[IssuerKeyConfig, ...]
+    feed: FeedConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
