@@ -192,7 +192,8 @@ class FeedPuller:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining > 0 and not self._wake.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
 
     async def _guarded(self, work: Awaitable[str | None]) -> bool:
         """Run a round or a long poll; count its outcome; False when it failed (back off).
@@ -217,8 +218,11 @@ class FeedPuller:
         return outcome != "bad_head"
 
     async def _call(self, call: Awaitable[T], wait: float = 0.0) -> T:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+        # arrives as the call completes, and close() would then wait out a backoff.
         try:
-            return await asyncio.wait_for(call, wait + CALL_MARGIN)
+            async with asyncio.timeout(wait + CALL_MARGIN):
+                return await call
         except TimeoutError:
             raise FeedError("unreachable", f"no answer in {wait + CALL_MARGIN:g} s") from None
 

@@ -120,9 +120,8 @@ class ScriptedSource:
         if wait > 0 and not self.serve(after, limit):
             async with self._published:
                 try:
-                    await asyncio.wait_for(
-                        self._published.wait_for(lambda: bool(self.serve(after, limit))), wait
-                    )
+                    async with asyncio.timeout(wait):
+                        await self._published.wait_for(lambda: bool(self.serve(after, limit)))
                 except TimeoutError:
                     return []
         return self.serve(after, limit)

@@ -381,6 +381,18 @@ async def test_the_loop_backs_off_then_recovers_and_closes_the_source() -> None:
     assert source.closed
 
 
+async def test_close_is_prompt_whatever_the_loop_is_doing() -> None:
+    bad_head = signed_head(LOG, key=STS_KEY, kid="mci-1")  # fails at once, every round
+    for i in range(30):
+        source = ScriptedSource(LOG, head=bad_head if i % 2 else None)
+        puller, _ = make(source, interval=0.01, wait=0.01 if i % 3 else 0)
+        puller.start()
+        await asyncio.sleep(i * 0.001)
+        async with asyncio.timeout(1.0):
+            await puller.close()
+        assert source.closed
+
+
 async def test_a_pushed_task_revealing_a_gap_wakes_the_puller_at_once() -> None:
     source = ScriptedSource(LOG[:3])
     puller, sink = make(source, interval=60)
