@@ -12,6 +12,9 @@ _.datagram_received  # asyncio.DatagramProtocol callbacks
 _.error_received
 tb  # the third parameter of __exit__ (register/store.py), required by the protocol
 
+# feed/ports.py: FeedSink.on_pushed's parameter, a typing.Protocol declaration (the sink calls it).
+callback
+
 # Declarations of the C module's interface (typing.Protocol: read by mypy, implemented in C).
 _.entry_type  # dns/fastpath.py: FastView's field, read by fast_view.c
 entry_type  # dns/fastpath.py: FastViewType's keyword parameter

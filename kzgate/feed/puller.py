@@ -57,6 +57,9 @@ CALL_MARGIN = 60.0
 INLINE_PEEK_BYTES = 64 * 1024
 INLINE_HASHES = 2000
 HASH_CHUNK = 10_000  # stored payload hashes read from the register at a time
+# close() lets a page being taken finish (its tasks are recorded, applied and
+# receipted as one group) for at most this long before it cancels the loop.
+TAKE_DRAIN = 10.0
 ALARMED_CAP = 10_000  # remembered alarms (each is raised once); past this, forgotten
 
 
@@ -141,6 +144,8 @@ class FeedPuller:
         self._divergence: tuple[str, int] | None = None  # (session, first differing seq)
         self._alarmed: set[tuple[object, ...]] = set()
         self._failures = 0
+        self._taking = asyncio.Lock()  # held while the sink takes a page
+        self._idle_answer = False  # the last long poll came back empty
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -149,10 +154,18 @@ class FeedPuller:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            drained = False
+            try:
+                async with asyncio.timeout(TAKE_DRAIN):
+                    drained = await self._taking.acquire()
+            except TimeoutError:
+                log.warning("feed %s: a page still being taken after %g s", self.iss, TAKE_DRAIN)
+            self._task.cancel()  # a round waiting to take its next page stops there
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            if drained:
+                self._taking.release()
         await self.source.close()
 
     def wake(self) -> None:
@@ -296,7 +309,7 @@ class FeedPuller:
             if page:
                 last = after + len(page)
                 give = head if head is not None and not given and last >= head.seq else None
-                taken = await self.sink.take(self.iss, page, give)
+                taken = await self._take(page, give)
                 given = given or give is not None
                 fault = fault or await self._review(page, taken)
                 after = self._after = last
@@ -308,6 +321,10 @@ class FeedPuller:
         if head is not None and not given and (stored is None or stored.jws != head.jws):
             await self.sink.store_head(head)
         return fault
+
+    async def _take(self, page: Sequence[bytes], head: Head | None) -> list[Taken]:
+        async with self._taking:
+            return await self.sink.take(self.iss, page, head)
 
     async def _ordered(self, bodies: Sequence[bytes], first: int) -> tuple[list[bytes], str | None]:
         if sum(map(len, bodies)) > INLINE_PEEK_BYTES:
@@ -428,12 +445,19 @@ class FeedPuller:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            if not await self._guarded(self._long_poll(min(self.wait, remaining))):
+            wait = min(self.wait, remaining)
+            started = loop.time()
+            if not await self._guarded(self._long_poll(wait)):
                 return  # the next round backs off, or says what is wrong
+            if self._idle_answer:
+                # An empty answer before the wait was up: a server may ignore the hint
+                # (§6), and must then be polled no faster than it was asked to wait.
+                await self._pause_until(min(deadline, started + wait))
 
     async def _long_poll(self, wait: float) -> str | None:
         """One long poll after what the feed served last; the tasks it brings are taken
         (with no head: the next round brings that). None when a wake cut it short."""
+        self._idle_answer = False
         fetch = asyncio.ensure_future(
             self._call(self.source.get_tasks(self._after, self.limit, wait), wait)
         )
@@ -449,11 +473,12 @@ class FeedPuller:
             return None
         bodies = fetch.result()
         self._set(last_pull=self.clock())
+        self._idle_answer = not bodies
         if not bodies:
             return "ok"
         page, fault = await self._ordered(bodies, self._after + 1)
         if page:
-            taken = await self.sink.take(self.iss, page, None)
+            taken = await self._take(page, None)
             fault = await self._review(page, taken) if fault is None else fault
             self._after += len(page)
             await self._read_held()

@@ -10,13 +10,14 @@ import asyncio
 import datetime as dt
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 import kzgate.feed.puller as puller_module
 from kzgate.feed.chain import payload_hash
-from kzgate.feed.ports import FeedError
+from kzgate.feed.head import Head
+from kzgate.feed.ports import FeedError, Taken
 from kzgate.feed.puller import FeedPuller, in_order, peek_seq
 from tests.support.feedfakes import (
     OTHER_SESSION,
@@ -426,6 +427,43 @@ async def test_long_poll_takes_a_published_task_without_waiting_for_the_interval
         assert sink.takes[-1][2] is None  # the next round brings the head
     finally:
         await puller.close()
+
+
+async def test_a_server_ignoring_wait_is_polled_no_faster_than_wait() -> None:
+    source = ScriptedSource(LOG[:3])
+    asked: list[float] = []
+
+    async def at_once(after: int, limit: int, wait: float) -> list[bytes]:
+        asked.append(wait)
+        return []  # the hint ignored: an empty answer at once
+
+    source.get_tasks = at_once  # type: ignore[method-assign]
+    puller, _ = make(source, interval=60, wait=0.2)
+    puller.start()
+    try:
+        await asyncio.sleep(0.5)
+    finally:
+        await puller.close()
+    polls = [w for w in asked if w > 0]
+    assert 2 <= len(polls) <= 4, polls  # about one per 0.2 s, not thousands
+
+
+async def test_close_lets_a_page_being_taken_finish() -> None:
+    source = ScriptedSource(LOG)
+    puller, sink = make(source)
+    real = sink.take
+    started = asyncio.Event()
+
+    async def slow(iss: str, bodies: Sequence[bytes], head: Head | None) -> list[Taken]:
+        started.set()
+        await asyncio.sleep(0.2)
+        return await real(iss, bodies, head)
+
+    sink.take = slow  # type: ignore[method-assign]
+    puller.start()
+    await started.wait()
+    await puller.close()
+    assert held(sink) == [1, 2, 3]  # the page in flight was taken whole; no other began
 
 
 async def test_a_wake_cuts_a_long_poll_short_for_a_round() -> None:
