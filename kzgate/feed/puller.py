@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kzgate.errors import TaskError
-from kzgate.feed.chain import ZERO, first_difference, payload_hash, step
+from kzgate.feed.chain import ZERO, first_difference
 from kzgate.feed.head import Head, verify_head
 from kzgate.feed.judge import (
     Decision,
@@ -37,11 +37,9 @@ from kzgate.feed.judge import (
     interval_delay,
     judge,
 )
+from kzgate.feed.order import extend, feed_hash, in_order, peek_seq
 from kzgate.feed.ports import FeedError, FeedEvent, FeedSink, FeedSource, Taken
 from kzgate.metrics import FEED_PULLS, Counts
-from kzgate.protocol.jsonstrict import loads_object
-from kzgate.protocol.jws import parse_compact
-from kzgate.protocol.schema import MAX_SEQ
 from kzgate.protocol.trust import TrustStore
 
 log = logging.getLogger("kzgate.feed")
@@ -61,51 +59,6 @@ HASH_CHUNK = 10_000  # stored payload hashes read from the register at a time
 # receipted as one group) for at most this long before it cancels the loop.
 TAKE_DRAIN = 10.0
 ALARMED_CAP = 10_000  # remembered alarms (each is raised once); past this, forgotten
-
-
-def peek_seq(body: bytes) -> int | None:
-    """The seq a task's payload claims, or None when it has none that can be read.
-
-    Unverified, on purpose: it only orders the page before the sink verifies
-    each task in full; a lie here is caught there (or as a conflict).
-    """
-    try:
-        obj = loads_object(parse_compact(body).payload, "payload")
-    except (TaskError, ValueError, RecursionError):
-        return None
-    seq = obj.get("seq")
-    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
-        return None
-    return seq
-
-
-def in_order(seqs: Sequence[int | None], first: int) -> tuple[int, str | None]:
-    """How many of ``seqs`` are exactly first, first+1, …, and what the first
-    deviation is (a skip, a reorder, a repeat, an unreadable seq), or None."""
-    for i, seq in enumerate(seqs):
-        due = first + i
-        if seq == due:
-            continue
-        if seq is None:
-            return i, f"the task served where seq {due} was due has no readable seq"
-        if seq < due:
-            return i, f"seq {seq} served again where {due} was due (repeat)"
-        kind = "reorder" if due in seqs[i + 1 :] else "skip"
-        return i, f"seq {seq} served where {due} was due ({kind})"
-    return len(seqs), None
-
-
-def _extend(chain: bytes, hashes: Sequence[bytes]) -> bytes:
-    for digest in hashes:
-        chain = step(chain, digest)
-    return chain
-
-
-def _feed_hash(body: bytes) -> bytes | None:
-    try:
-        return payload_hash(parse_compact(body).payload)
-    except TaskError:
-        return None
 
 
 class FeedPuller:
@@ -400,9 +353,9 @@ class FeedPuller:
                 )
                 return None
             if len(hashes) > INLINE_HASHES:
-                chain = await asyncio.to_thread(_extend, chain, hashes)
+                chain = await asyncio.to_thread(extend, chain, hashes)
             else:
-                chain = _extend(chain, hashes)
+                chain = extend(chain, hashes)
             done = last
             self._chain = (done, chain)
         return chain
@@ -419,7 +372,7 @@ class FeedPuller:
                 bodies = await self._call(self.source.get_tasks(after, self.limit, 0))
                 page, fault = await self._ordered(bodies[: head.seq - after], after + 1)
                 if page:
-                    theirs = [_feed_hash(b) or b"" for b in page]
+                    theirs = [feed_hash(b) or b"" for b in page]
                     ours = await self.sink.payload_hashes(self.iss, after + 1, after + len(page))
                     differs = first_difference(ours, theirs)
                     if differs is not None:
