@@ -30,11 +30,14 @@ from kzgate.api.tls import server_context
 from kzgate.config import Config, ConfigError, HostPort, load_config
 from kzgate.enforce.base import StartError
 from kzgate.enforce.set import EnforcerSet
+from kzgate.feed.client import FeedClient
+from kzgate.feed.ports import FeedSink
+from kzgate.feed.pullers import FeedPullers
 from kzgate.keys import KeyFileError, load_private_key, load_public_key
 from kzgate.logs import setup_logging
 from kzgate.memory import settle_after_start
 from kzgate.metrics import Metrics
-from kzgate.pipeline import Pipeline
+from kzgate.pipeline import Pipeline, local_now
 from kzgate.policy import PolicyIndex
 from kzgate.protocol.trust import IssuerKey, TrustStore
 from kzgate.register.store import Register
@@ -73,6 +76,7 @@ class Daemon:
     runners: list[web.AppRunner] = field(default_factory=list)
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
     limiter: RateLimiter | None = None
+    feeds: FeedPullers | None = None
     _watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -111,6 +115,7 @@ class Daemon:
         for name, listener in self.enforcers.listeners().items():
             self.bound[name] = listener.address
             self.metrics.refusals.watch(name, listener.refusals)
+        await self._start_feeds(self.pipeline)
         self.limiter = RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst)
         api = make_app(
             self.pipeline,
@@ -134,6 +139,23 @@ class Daemon:
         log.info(
             "kzgate ready: %s", ", ".join(f"{k} on {h}:{p}" for k, (h, p) in self.bound.items())
         )
+
+    async def _start_feeds(self, pipeline: Pipeline) -> None:
+        """Pull each issuer's signed log (task-protocol.md §6), once the enforcers serve
+        the register's state: what the feeds bring goes through the pipeline like a push."""
+        sink: FeedSink = pipeline
+        max_body = self.cfg.api.max_body_bytes
+        self.feeds = FeedPullers(
+            sink,
+            lambda: pipeline.trust,  # replaced on reload
+            lambda feed: FeedClient(feed, max_body),
+            clock=local_now,
+        )
+        self.metrics.register(*self.feeds.collectors())
+        try:
+            await self.feeds.start(self.cfg.issuers)
+        except StartError as exc:
+            raise StartupError(str(exc)) from None
 
     async def reload(self) -> bool:
         """SIGHUP: take over what can change live; name what needs a restart.
@@ -164,6 +186,8 @@ class Daemon:
         merged = plan.merged
         if self.enforcers is not None:
             await self.enforcers.reload(merged, plan.live)
+        if self.feeds is not None:
+            await self.feeds.reload(merged.issuers)
         if self.limiter is not None:
             self.limiter.per_second = merged.api.rate_limit.per_second
             self.limiter.burst = merged.api.rate_limit.burst
@@ -226,12 +250,17 @@ class Daemon:
             # per enforcer that leaves targets out: {"count": n, "targets": [the first 20]}
             out["not_enforced"] = self.enforcers.not_enforced_summary()
             out.update(self.enforcers.status())  # e.g. "nft", "dns"
+        out["feeds"] = self.feeds.status() if self.feeds is not None else {}
         return out
 
     async def stop(self) -> None:
         sdnotify.stopping()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self.feeds is not None:
+            # First: nothing pulled may reach a pipeline that is closing.
+            await self.feeds.close()
+            self.feeds = None
         # Listeners close first and in-flight requests finish (bounded by
         # drain_seconds); only then is the register closed under them.
         for runner in reversed(self.runners):

@@ -190,6 +190,34 @@ RPZ_NOTIFY = Family(
     ("outcome",),
 )
 
+# the feed puller (feed/pullers.py); states and outcomes are feed/judge.py's
+# FEED_STATES and PULL_OUTCOMES, the issuer label an issuer with a feed.
+FEED_HEAD_SEQ = Family(
+    "kzgate_feed_head_seq",
+    "Seq of the last accepted head of the issuer's feed.",
+    "gauge",
+    ("issuer",),
+)
+FEED_HELD_SEQ = Family(
+    "kzgate_feed_held_seq",
+    "Highest seq of the issuer held without a gap.",
+    "gauge",
+    ("issuer",),
+)
+FEED_STATE = Family(
+    "kzgate_feed_state",
+    "State of the issuer's feed: 1 for the current state (in_sync, behind, diverged, "
+    "stale, rollback, unreachable), 0 for the others.",
+    "gauge",
+    ("issuer", "state"),
+)
+FEED_PULLS = Family(
+    "kzgate_feed_pulls",
+    "Pulls from the issuer's feed (rounds and long polls), by outcome.",
+    "counter",
+    ("issuer", "outcome"),
+)
+
 # kzgate_listener_refusals_total{listener,reason}: what each listener's limits turned
 # away or cut off (README, "Listener limits"). Both labels come from this table only.
 REFUSAL_REASONS: Mapping[str, tuple[str, ...]] = {

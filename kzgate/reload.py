@@ -14,7 +14,7 @@ from kzgate.config import Config
 
 # Dotted prefixes of the settings a running daemon takes over on reload.
 LIVE = (
-    "issuers",  # issuer keys, windows and revocations
+    "issuers",  # issuer keys, windows and revocations; feeds (feed/pullers.py replaces one)
     "dns.upstreams",
     "dns.block_mode",
     "dns.sinkhole_ipv4",

@@ -20,7 +20,7 @@ STATUSES = ("active", "resumed", "pending", "cancelled")
 # Fields of GET /status rendered by name below; any other is an enforcer's own
 # (Enforcer.status) and is shown as it comes, so a new enforcer needs no edit here.
 KNOWN_FIELDS = frozenset(
-    {"version", "ready", "enforcers", "listening", "nft", "dns", "not_enforced"}
+    {"version", "ready", "enforcers", "listening", "nft", "dns", "not_enforced", "feeds"}
 )
 
 
@@ -62,6 +62,7 @@ def render(
         dns = live.get("dns")
         if dns:
             lines.append("dns           " + _dns_workers(dns))
+        lines.extend(_feeds(live.get("feeds") or {}))
         for key, value in sorted(live.items()):
             if key not in KNOWN_FIELDS:
                 lines.append(f"{key:<13} {json.dumps(value, sort_keys=True, ensure_ascii=False)}")
@@ -93,6 +94,26 @@ def _not_enforced(left_out: Mapping[str, Any]) -> list[str]:
         lines.extend(f"                {value}" for value in targets)
         if count > len(targets):
             lines.append(f"                … and {count - len(targets):,} more")
+    return lines
+
+
+def _feeds(feeds: Mapping[str, Any]) -> list[str]:
+    """Each issuer's feed (task-protocol.md §6): a state other than in_sync in capitals."""
+    lines = []
+    for iss, feed in sorted(feeds.items()):
+        state = str(feed.get("state", "?"))
+        head = feed.get("head_seq")
+        parts = [
+            state if state == "in_sync" else state.upper(),
+            f"head {'none yet' if head is None else head}",
+            f"held {feed.get('held_seq', 0)} without a gap ({feed.get('gaps', 0)} missing)",
+            f"last pull {feed.get('last_pull') or 'never'}",
+        ]
+        if feed.get("diverged_at") is not None:
+            parts.append(f"first differing seq {feed['diverged_at']}")
+        if feed.get("error"):
+            parts.append(str(feed["error"]))
+        lines.append(f"{'feed ' + iss:<13} " + "   ".join(parts))
     return lines
 
 

@@ -12,6 +12,9 @@ _.datagram_received  # asyncio.DatagramProtocol callbacks
 _.error_received
 tb  # the third parameter of __exit__ (register/store.py), required by the protocol
 
+# feed/ports.py: FeedSink.on_pushed's parameter, a typing.Protocol declaration (the sink calls it).
+callback
+
 # Declarations of the C module's interface (typing.Protocol: read by mypy, implemented in C).
 _.entry_type  # dns/fastpath.py: FastView's field, read by fast_view.c
 entry_type  # dns/fastpath.py: FastViewType's keyword parameter
@@ -32,6 +35,5 @@ NFT_MSG_NEWSET
 
 # Issue 12, the feed.
 _.publish  # feed/server.py: FeedServer.publish, the in-process way to grow a feed (tests, bench)
-FeedClient  # feed/client.py: the FeedSource the puller (fpull's branch) builds per issuer;
-_.get_head  # drop these three lines when the daemon's wiring constructs it
-_.get_tasks
+chain_of  # feed/chain.py: the §6 chain by its definition; the tests hold the puller's and the
+#          server's incremental chains to it

@@ -43,6 +43,10 @@ def missing_files(cfg: Config) -> list[str]:
     for i, issuer in enumerate(cfg.issuers):
         for j, issuer_key in enumerate(issuer.keys):
             named.append((f"issuers[{i}].keys[{j}].public_key", issuer_key.public_key))
+        if issuer.feed is not None:
+            named.append((f"issuers[{i}].feed.ca", issuer.feed.ca))
+            named.append((f"issuers[{i}].feed.client_cert", issuer.feed.client_cert))
+            named.append((f"issuers[{i}].feed.client_key", issuer.feed.client_key))
     out: list[str] = []
     for name, path in named:
         if path is not None and not path.is_file():

@@ -54,14 +54,14 @@ class IssuerKeyConfig:
 
 @dataclass(frozen=True, slots=True)
 class FeedConfig:
-    """An issuer's feed (task-protocol.md §6): where its signed log is pulled from."""
+    """Pulling the issuer's signed log (task-protocol.md §6)."""
 
-    url: str  # base URL: {url}/head, {url}/tasks
-    ca: Path  # CA of the feed server's certificate
-    client_cert: Path | None = None  # mutual TLS, with client_key
+    url: str  # https base URL, without a trailing slash: {url}/head, {url}/tasks
+    ca: Path  # the CA of the feed server's certificate
+    client_cert: Path | None = None  # mutual TLS: both or neither
     client_key: Path | None = None
-    interval: float = 30.0  # seconds between pulls
-    wait: float = 0.0  # long-poll seconds; 0 = plain polling
+    interval: float = 30.0  # seconds between rounds
+    wait: float = 0.0  # long-poll seconds; 0: plain polling
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,7 @@ class IssuerConfig:
     id: str
     name: str  # the id when the file gives none
     keys: tuple[IssuerKeyConfig, ...]
+    feed: FeedConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

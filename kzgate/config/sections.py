@@ -25,6 +25,7 @@ from kzgate.config.model import (
     Config,
     DnsConfig,
     DnsTcpConfig,
+    FeedConfig,
     IssuerConfig,
     IssuerKeyConfig,
     LogConfig,
@@ -42,6 +43,7 @@ from kzgate.config.values import (
     choice,
     dns_name,
     hostport,
+    https_url,
     ident,
     integer,
     ipv4,
@@ -114,13 +116,32 @@ def _issuer_key(t: Table, base: Path) -> IssuerKeyConfig:
 
 def _issuer(t: Table, base: Path) -> IssuerConfig:
     issuer_id = t.require("id", ident, "")
+    feed = t.optional_child("feed")
     issuer = IssuerConfig(
         id=issuer_id,
         name=t.get("name", string, issuer_id),
         keys=tuple(_issuer_key(k, base) for k in t.children("keys")),
+        feed=_feed(feed, base) if feed is not None else None,
     )
     t.close()
     return issuer
+
+
+def _feed(t: Table, base: Path) -> FeedConfig:
+    d = FeedConfig("", Path())
+    cfg = FeedConfig(
+        url=t.require("url", https_url, ""),
+        ca=t.require("ca", path(base), Path()),
+        client_cert=t.optional("client_cert", path(base)),
+        client_key=t.optional("client_key", path(base)),
+        interval=t.get("interval", _SECONDS, d.interval),
+        wait=t.get("wait", number(0, inclusive=True), d.wait),
+    )
+    if (cfg.client_cert is None) != (cfg.client_key is None):
+        missing = "client_key" if cfg.client_key is None else "client_cert"
+        t.error(missing, "required when client_cert or client_key is set (both or neither)")
+    t.close()
+    return cfg
 
 
 def _issuers(root: Table, base: Path) -> tuple[IssuerConfig, ...]:

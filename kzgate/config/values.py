@@ -10,6 +10,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar, cast
@@ -98,6 +99,27 @@ def hostport(*, listen: bool) -> Callable[[object], HostPort]:
             raise Bad(str(exc)) from None
 
     return conv
+
+
+def https_url(value: object) -> str:
+    """An https base URL with a host and nothing after the path; no trailing slash."""
+    text = string(value)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise Bad(f"must be an https URL ({exc}; got {describe(value)})") from None
+    if parts.scheme.lower() != "https":
+        raise Bad(f"must be an https URL (got {describe(value)})")
+    if not parts.hostname:
+        raise Bad(f"must name a host (got {describe(value)})")
+    if parts.username is not None or parts.password is not None:
+        raise Bad("must not carry a user or password: use client_cert and client_key")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise Bad(f"must have no query or fragment (got {describe(value)})")
+    if any(c.isspace() for c in text) or port == 0:
+        raise Bad(f"must be an https URL (got {describe(value)})")
+    return text.rstrip("/")
 
 
 def path(base: Path) -> Callable[[object], Path]:

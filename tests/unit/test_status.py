@@ -104,3 +104,51 @@ def test_an_enforcers_own_fields_are_shown_as_they_come() -> None:
     # the fields it knows are not shown twice, as JSON
     assert '{"dns": "ok", "routes": "ok"}' not in text
     assert not [line for line in text.splitlines() if line.split()[0] in ("ready", "version")]
+
+
+def test_each_issuers_feed_is_shown_with_what_is_wrong_in_capitals() -> None:
+    live = {
+        "ready": True,
+        "feeds": {
+            "sts": {
+                "state": "diverged",
+                "head_seq": 40,
+                "held_seq": 40,
+                "gaps": 0,
+                "last_pull": "2026-11-22T10:15:00+05:00",
+                "diverged_at": 17,
+                "error": "seq 17: the feed's payload differs from the one held",
+            },
+            "mci": {
+                "state": "in_sync",
+                "head_seq": 1234,
+                "held_seq": 1234,
+                "gaps": 0,
+                "last_pull": "2026-11-22T10:15:00+05:00",
+                "diverged_at": None,
+                "error": "",
+            },
+            "gov": {
+                "state": "unreachable",
+                "head_seq": None,
+                "held_seq": 3,
+                "gaps": 0,
+                "last_pull": None,
+                "diverged_at": None,
+                "error": "unreachable: refused",
+            },
+        },
+    }
+    lines = render(STATS, {}, live).splitlines()
+    feeds = [line for line in lines if line.startswith("feed ")]
+    assert feeds == [
+        "feed gov      UNREACHABLE   head none yet   held 3 without a gap (0 missing)   "
+        "last pull never   unreachable: refused",
+        "feed mci      in_sync   head 1234   held 1234 without a gap (0 missing)   "
+        "last pull 2026-11-22T10:15:00+05:00",
+        "feed sts      DIVERGED   head 40   held 40 without a gap (0 missing)   "
+        "last pull 2026-11-22T10:15:00+05:00   first differing seq 17   "
+        "seq 17: the feed's payload differs from the one held",
+    ]
+    assert not any(line.startswith("feeds") for line in lines)  # not dumped as raw JSON
+    assert not [line for line in render(STATS, {}, {"feeds": {}}).splitlines() if "feed" in line]

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kzgate.config import load_config
 from kzgate.daemon import Daemon
 from kzgate.dns.fastpath import FAST
+from kzgate.feed.judge import FEED_STATES
 from kzgate.metrics import REFUSAL_REASONS
 from tests.support import netns
 from tests.support.dnsfake import FakeDns
@@ -76,6 +77,14 @@ NFT_CONTRACT = {
     "kzgate_nft_elements": "gauge",
     "kzgate_nft_dropped_packets_total": "counter",
 }
+# Declared always; samples only for an issuer with a feed (issue 12), so not in CONTRACT's
+# has-samples check (tests/unit/feed/test_pullers.py checks the samples).
+FEED_CONTRACT = {
+    "kzgate_feed_head_seq": "gauge",
+    "kzgate_feed_held_seq": "gauge",
+    "kzgate_feed_state": "gauge",
+    "kzgate_feed_pulls_total": "counter",
+}
 # Labelled counters kzgate exports at 0 for each enforcer from the start (a series that
 # appears at its first event would make increase() miss that event).
 ENFORCER_COUNTERS = ("kzgate_enforcer_errors_total", "kzgate_enforcer_drift_repairs_total")
@@ -103,6 +112,7 @@ LABEL_VALUES: dict[str, re.Pattern[str]] = {
     "listener": re.compile("|".join(REFUSAL_REASONS)),
     "reason": re.compile("|".join({r for rs in REFUSAL_REASONS.values() for r in rs})),
     "engine": re.compile(r"c|python"),
+    "state": re.compile("|".join(FEED_STATES)),
 }
 
 ZONE = """
@@ -223,7 +233,7 @@ async def test_promtool_check_metrics_is_clean(scrape: Scrape) -> None:
 
 async def test_every_metric_of_the_contract_is_declared(scrape: Scrape) -> None:
     declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", scrape.text, re.M))
-    expected = {**CONTRACT, **(NFT_CONTRACT if scrape.nft else {})}
+    expected = {**CONTRACT, **FEED_CONTRACT, **(NFT_CONTRACT if scrape.nft else {})}
     for name, kind in expected.items():
         assert declared.get(name) == kind, f"{name}: declared as {declared.get(name)}"
     if not scrape.nft:

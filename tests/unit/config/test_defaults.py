@@ -23,6 +23,7 @@ from kzgate.config import (
     ConfigError,
     DnsConfig,
     DnsTcpConfig,
+    FeedConfig,
     IssuerConfig,
     IssuerKeyConfig,
     LogConfig,
@@ -71,6 +72,7 @@ NO_DEFAULT: dict[type, set[str]] = {
     OperatorConfig: {"id", "receipt_key"},
     IssuerConfig: {"id", "name", "keys"},
     IssuerKeyConfig: {"kid", "public_key"},
+    FeedConfig: {"url", "ca"},
     ApiConfig: {"tls_cert", "tls_key"},
     RateLimitConfig: set(),
     DnsConfig: set(),
@@ -139,7 +141,7 @@ def test_only_required_keys_lack_a_dataclass_default(cls: type) -> None:
 
 def test_the_required_keys_are_those_without_a_default() -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(yaml.safe_load("issuers: [{keys: [{}]}]\nrpz: {tsig: {}}\n"), SOURCE)
+        parse_config(yaml.safe_load("issuers: [{keys: [{}], feed: {}}]\nrpz: {tsig: {}}\n"), SOURCE)
     required = {e.split(": ")[1] for e in info.value.errors if e.endswith(": required")}
     assert required == {
         "operator.id",
@@ -147,6 +149,8 @@ def test_the_required_keys_are_those_without_a_default() -> None:
         "issuers[0].id",
         "issuers[0].keys[0].kid",
         "issuers[0].keys[0].public_key",
+        "issuers[0].feed.url",
+        "issuers[0].feed.ca",
         "api.tls_cert",
         "api.tls_key",
         "rpz.tsig.name",
