@@ -266,6 +266,12 @@ def task_count(db: Path) -> int:
         return 0
 
 
+def unapplied(db: Path) -> int:
+    """Tasks stored but not (yet) known enforced: status accepted, or no receipt."""
+    rows = _read(db, "SELECT COUNT(*) FROM tasks WHERE status = 'accepted' OR receipt IS NULL")
+    return int(rows[0][0])
+
+
 def stored_head(db: Path) -> tuple[int, str] | None:
     """(seq, chain hex) of mci's accepted head, or None."""
     rows = _read(db, "SELECT seq, chain FROM feed_heads WHERE iss = ?", (ISS,))
