@@ -74,9 +74,14 @@ class FeedHost:
             return web.Response(status=503, text="closed by the test\n")
         return await handler(request)
 
-    def publish(self, bodies: Iterable[bytes]) -> None:
+    def publish(self, bodies: Iterable[bytes], *, wake_polls: bool = True) -> None:
+        """Append to the log; ``wake_polls=False`` leaves the long polls held asleep
+        (a feed whose long poll misses a task: only a round reads it)."""
         for body in bodies:
-            self.server.publish(body)
+            if wake_polls:
+                self.server.publish(body)
+            else:
+                self.server.log.append(body)
 
     @property
     def seq(self) -> int:

@@ -256,12 +256,15 @@ async def test_sigkill_mid_catch_up_restarts_consistent_and_finishes(
 # -- 3. a pushed seq gap wakes the puller; 4. a long poll brings a task -----------------------
 
 
+@pytest.mark.parametrize("wait", [0, 30], ids=["plain", "long-poll-in-flight"])
 async def test_a_push_revealing_a_gap_pulls_the_missing_seqs_at_once(
-    tmp_path: Path, pki: Path, host: FeedHost, nodes: list[Node]
+    tmp_path: Path, pki: Path, host: FeedHost, nodes: list[Node], wait: float
 ) -> None:
-    # With a 300 s interval, only the wake can bring seqs 1-2 within the test.
+    # With a 300 s interval, only the wake can bring seqs 1-2 within the test; with
+    # wait > 0 a long poll is held meanwhile, and the feed does not end it (the tasks
+    # are appended quietly): the wake must cut it short and run a round.
     node = await launch(
-        nodes, Node(node_config(tmp_path, pki, host.url, interval=300, wait=0), pki)
+        nodes, Node(node_config(tmp_path, pki, host.url, interval=300, wait=wait), pki)
     )
     await node.wait_feed(in_sync_at(0), timeout=10)  # the pull at start is done
     regulator = FastRegulator(pki)
@@ -269,12 +272,12 @@ async def test_a_push_revealing_a_gap_pulls_the_missing_seqs_at_once(
         regulator.sign(regulator.restrict(f"G-{seq}", f"domain:gap{seq}.kz", seq=seq))
         for seq in (1, 2, 3)
     ]
-    host.publish(bodies)
+    host.publish(bodies, wake_polls=False)
     pushed = time.monotonic()
     assert (await node.push(bodies[2]))["status"] == "applied"
     await node.wait_feed(in_sync_at(3), timeout=5, every=0.02)
     took = time.monotonic() - pushed
-    print(f"gap seqs 1-2 pulled and in sync {took:.3f} s after the push of seq 3")
+    print(f"wait {wait}: gap seqs 1-2 pulled, in sync {took:.3f} s after the push of seq 3")
     assert held_seqs(node.db) == [1, 2, 3]
     names = ["gap1.kz", "gap2.kz", "gap3.kz"]
     assert await node.verdicts(names) == dict.fromkeys(names, "blocked")
