@@ -321,12 +321,21 @@ async def push_reference(node: Node, bodies: list[bytes], of: int) -> dict[str, 
     }
 
 
+async def not_blocked(name: str, *nodes: Node) -> None:
+    """A name about to be restricted is not answered NXDOMAIN yet: NXDOMAIN means blocked."""
+    for node in nodes:
+        if (rcode := await node.probe.rcode(name)) in (NXDOMAIN, None):
+            raise SystemExit(f"{node.name}: {name} answered rcode {rcode} before its task")
+
+
 async def deliver(feed: Feed, puller: Node, pusher: Node, bodies: list[bytes]) -> dict[str, Any]:
     """Each task published on the feed, then pushed to the reference node, one at a time."""
     delivered, receipts, push_blocked = [], [], []
     for i, body in enumerate(bodies):
+        name = blocked_name(feed.server.log.seq + 1)
+        await not_blocked(name, puller, pusher)
         published = time.perf_counter()
-        name = blocked_name(feed.server.publish(body))
+        feed.server.publish(body)
         seen = await puller.probe.blocked_at(name)
         sent = time.perf_counter()
         received = await pusher.push(body)
@@ -356,6 +365,7 @@ async def gaps(node: Node, feed: Feed, bodies: list[bytes], reps: int) -> dict[s
         from_receipt, from_post = [], []
         k = GAP_BEFORE + 1
         for _ in range(reps):
+            await not_blocked(blocked_name(k), node)
             feed.server.publish(bodies[k - 1])  # seq k: the feed only
             sent = time.perf_counter()
             received = await node.push(bodies[k])  # seq k + 1: reveals the gap
@@ -417,8 +427,6 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 report["catch_up"] = await catch_up(puller, feed, args.tasks)
                 say(f"push reference: {args.push_tasks} one by one")
                 report["push"] = await push_reference(pusher, bodies[: args.push_tasks], args.tasks)
-                for body in bodies[args.push_tasks : args.tasks]:  # delivery pushes seqs after
-                    await pusher.push(body)
                 if not args.no_rpz:
                     say(f"catch-up of {args.tasks} with RPZ")
                     sections = feed_sections(feed, interval=300, wait=25, **RPZ)
