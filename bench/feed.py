@@ -47,6 +47,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -82,6 +83,7 @@ ENFORCE_TIMEOUT = 10.0  # a task not blocked this long after publish/push fails 
 PROBE_EVERY = 0.001  # seconds between DNS probes of one name
 STATUS_EVERY = 0.02  # seconds between /status reads while catching up
 GAP_BEFORE = 5  # tasks the gap node holds from the feed before the first gap
+EMPTY_PAGE = b'{"tasks":[]}'
 GOALS = {"catch_up_s": 30.0, "deliver_p99_ms": 100.0, "gap_s": 1.0}
 
 
@@ -112,6 +114,7 @@ class Feed:
         )
         self.pki = pki
         self.requests: list[float] = []  # perf_counter of each request, in order
+        self.served: list[float] = []  # ... of each page of tasks served (not an empty one)
 
     async def start(self) -> None:
         tls = server_context(
@@ -123,10 +126,16 @@ class Feed:
     async def _stamp(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append(time.perf_counter())
         response: web.StreamResponse = await handler(request)
+        page = isinstance(response, web.Response) and request.path.endswith("/tasks")
+        if page and response.body != EMPTY_PAGE:
+            self.served.append(time.perf_counter())
         return response
 
     def first_request_after(self, t: float) -> float | None:
         return next((r for r in self.requests if r >= t), None)
+
+    def served_after(self, t: float) -> float | None:
+        return next((r for r in reversed(self.served) if r >= t), None)
 
     def config(self, *, interval: float, wait: float) -> dict[str, Any]:
         tls = self.pki / "tls"
@@ -321,6 +330,25 @@ async def push_reference(node: Node, bodies: list[bytes], of: int) -> dict[str, 
     }
 
 
+APPLIED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .* task iss=mci id=\S+ seq=(\d+) "
+    r"type=restrict outcome=applied apply_ms=([\d.]+)"
+)
+
+
+def applied_lines(lines: list[str], seqs: list[int]) -> dict[int, tuple[float, float]]:
+    """seq -> (the epoch time of its "outcome=applied" log line, to the ms; its apply_ms):
+    the daemon's own view of when a task taken from the feed was in force."""
+    wanted, out = set(seqs), {}
+    for line in lines:
+        if (match := APPLIED.search(line)) and int(match[2]) in wanted:
+            when = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f")  # local time
+            out[int(match[2])] = (when.timestamp(), float(match[3]))
+    if len(out) != len(wanted):
+        raise SystemExit(f"applied log lines for {len(out)} of {len(wanted)} delivered tasks")
+    return out
+
+
 async def not_blocked(name: str, *nodes: Node) -> None:
     """A name about to be restricted is not answered NXDOMAIN yet: NXDOMAIN means blocked."""
     for node in nodes:
@@ -330,26 +358,38 @@ async def not_blocked(name: str, *nodes: Node) -> None:
 
 async def deliver(feed: Feed, puller: Node, pusher: Node, bodies: list[bytes]) -> dict[str, Any]:
     """Each task published on the feed, then pushed to the reference node, one at a time."""
-    delivered, receipts, push_blocked = [], [], []
+    delivered, receipts, push_blocked, served, wall = [], [], [], [], {}
     for i, body in enumerate(bodies):
-        name = blocked_name(feed.server.log.seq + 1)
+        seq = feed.server.log.seq + 1
+        name = blocked_name(seq)
         await not_blocked(name, puller, pusher)
         published = time.perf_counter()
+        wall[seq] = time.time()
         feed.server.publish(body)
         seen = await puller.probe.blocked_at(name)
+        answered = feed.served_after(published)
+        if answered is None:
+            raise SystemExit(f"seq {seq} blocked, but the feed served no page since publishing it")
         sent = time.perf_counter()
         received = await pusher.push(body)
         pushed_seen = await pusher.probe.blocked_at(name)
         if i >= WARMUP:
             delivered.append(seen - published)
+            served.append(answered - published)
             receipts.append(received - sent)
             push_blocked.append(pushed_seen - sent)
     status = await puller.feed_status()
+    assert puller.daemon is not None
+    logged = applied_lines(puller.daemon.log, list(wall)[WARMUP:])
     return {
         "tasks": len(delivered),
         "warmup": WARMUP,
         "pacing": "each task published once the one before was blocked on both nodes",
         "publish_to_blocked_ms": ms(delivered),
+        "slowest_ms": sorted(round(v * 1000, 1) for v in delivered)[-5:],
+        "publish_to_feed_answer_ms": ms(served),
+        "publish_to_log_line_ms": ms([logged[seq][0] - wall[seq] for seq in logged]),
+        "take_ms_as_logged": ms([logged[seq][1] / 1000 for seq in logged]),
         "push_receipt_ms": ms(receipts),
         "push_to_blocked_ms": ms(push_blocked),
         "feed": status,
@@ -480,6 +520,8 @@ def table(report: dict[str, Any]) -> str:
             )
         )
     d, r, b = dl["publish_to_blocked_ms"], dl["push_receipt_ms"], dl["push_to_blocked_ms"]
+    fa, ll = dl["publish_to_feed_answer_ms"], dl["publish_to_log_line_ms"]
+    tk = dl["take_ms_as_logged"]
     g, gp = gap["receipt_to_blocked_ms"], gap["post_to_blocked_ms"]
     rows += [
         (
@@ -488,6 +530,12 @@ def table(report: dict[str, Any]) -> str:
             f"push: POST -> receipt {r['p50']} / {r['p99']}; "
             f"POST -> blocked {b['p50']} / {b['p99']}",
             f"p99 <= {GOALS['deliver_p99_ms']:g}",
+        ),
+        (
+            "  where: publish -> feed answers / -> applied log line; take (apply_ms), ms p50 / p99",
+            f"{fa['p50']} / {fa['p99']}; {ll['p50']} / {ll['p99']}; {tk['p50']} / {tk['p99']}",
+            "",
+            "",
         ),
         (
             f"gap: receipt of k+1 -> k blocked, ms p50 / max (n={g['n']})",
