@@ -15,8 +15,9 @@ answered NXDOMAIN (blocked).
    register (``interval`` 300 s, ``wait`` 25 s). Timed from the node's first
    request to the feed (and, for reference, from exec and from its "ready"
    line) until its ``/status`` says ``held_seq`` = ``--tasks`` and
-   ``in_sync``; then a domain of the last task must be blocked by DNS. Again
-   with the RPZ primary on (``dns+rpz``; ``--no-rpz`` skips it). Reference,
+   ``in_sync``; then a domain of the last task must be blocked by DNS. Also
+   with the RPZ primary on (``dns+rpz``; ``--no-rpz`` skips it): ``--rounds``
+   fresh nodes of each, alternating, the order reversed each round. Reference,
    in the same run: the same task bytes pushed one by one over HTTPS (mutual
    TLS, one connection) into another fresh node without a feed (the first
    ``--push-tasks`` of them; fewer than ``--tasks`` is extrapolated linearly,
@@ -25,14 +26,17 @@ answered NXDOMAIN (blocked).
    feed, each once the one before is seen blocked (and pushed to the reference
    node): publish() -> blocked by the catch-up node's DNS. Reference: the same
    bytes pushed to the push node, POST -> receipt, and POST -> blocked by its
-   DNS. The first ``WARMUP`` of each are not counted.
+   DNS. The first ``WARMUP`` of each are not counted. Where the time goes:
+   publish -> the feed answers the long poll (stamped in this process), ->
+   the daemon's "outcome=applied" log line (its clock, to the millisecond),
+   and that line's ``apply_ms`` (the page's verify + record + apply).
 3. Gap: a node with ``interval`` 300 s and ``wait`` 0 (no long poll); seq k is
    published on the feed only, then seq k+1 is pushed: the push reveals the gap
    and wakes the puller. Timed from the push's receipt until k is blocked by
    DNS, ``--gaps`` times.
 
     .venv/bin/python bench/feed.py [--tasks 10000] [--push-tasks 10000] [--deliver 200]
-                                   [--gaps 20] [--no-rpz] [--quick] [--out FILE]
+                                   [--gaps 20] [--rounds 2] [--no-rpz] [--quick] [--out FILE]
 
 Prints a table and the JSON report, and writes the report to
 ``bench/results/feed-<time>.json`` (or ``--out``). Exits non-zero when a check
@@ -442,6 +446,46 @@ def feed_sections(feed: Feed, *, interval: float, wait: float, **more: Any) -> d
 RPZ = {"rpz": {"enabled": True, "listen": ["127.0.0.1:0"], "notify": []}}
 
 
+PROFILES = {"dns": {}, "dns+rpz": RPZ}  # the DNS index and dry-run are always on
+
+
+async def catch_ups(
+    feed: Feed, base: Path, args: argparse.Namespace, stack: contextlib.AsyncExitStack
+) -> tuple[dict[str, Any], Node]:
+    """``args.rounds`` catch-ups of each profile, alternating (the order reversed each
+    round); the last ``dns`` node is left running (on ``stack``) for the delivery phase."""
+    profiles = ["dns"] if args.no_rpz else list(PROFILES)
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in profiles}
+    kept: Node | None = None
+    for r in range(args.rounds):
+        for p in profiles if r % 2 == 0 else profiles[::-1]:
+            say(f"catch-up of {args.tasks}, {p}, round {r + 1}")
+            sections = feed_sections(feed, interval=300, wait=25, **PROFILES[p])
+            node = Node(f"{p} #{r + 1}", base / f"catch-up-{p}-{r + 1}", base / "pki", sections)
+            if p == "dns" and r == args.rounds - 1:
+                kept = await stack.enter_async_context(running(node))
+                runs[p].append(await catch_up(node, feed, args.tasks))
+            else:
+                async with running(node):
+                    runs[p].append(await catch_up(node, feed, args.tasks))
+    assert kept is not None
+    return {p: summary(each) for p, each in runs.items()}, kept
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    seconds = [r["catch_up_s"] for r in runs]
+    median = round(statistics.median(seconds), 2)
+    return {
+        "tasks": runs[0]["tasks"],
+        "catch_up_s": median,
+        "tasks_per_s": round(runs[0]["tasks"] / median, 1),
+        "catch_up_s_each": seconds,
+        "from_exec_s": round(statistics.median(r["from_exec_s"] for r in runs), 2),
+        "from_ready_s": round(statistics.median(r["from_ready_s"] for r in runs), 2),
+        "runs": runs,
+    }
+
+
 async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     pki = base / "pki"
     ensure_dev_material(pki)
@@ -459,25 +503,17 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     try:
         for body in bodies[: args.tasks]:
             feed.server.publish(body)
-        puller = Node("catch-up", base / "a", pki, feed_sections(feed, interval=300, wait=25))
-        pusher = Node("push", base / "b", pki, {})
-        async with running(pusher):
-            say(f"catch-up of {args.tasks}")
-            async with running(puller):
-                report["catch_up"] = await catch_up(puller, feed, args.tasks)
-                say(f"push reference: {args.push_tasks} one by one")
-                report["push"] = await push_reference(pusher, bodies[: args.push_tasks], args.tasks)
-                if not args.no_rpz:
-                    say(f"catch-up of {args.tasks} with RPZ")
-                    sections = feed_sections(feed, interval=300, wait=25, **RPZ)
-                    async with running(Node("catch-up+rpz", base / "c", pki, sections)) as rpz:
-                        report["catch_up_rpz"] = await catch_up(rpz, feed, args.tasks)
-                say(f"long-poll delivery of {args.deliver}")
-                report["deliver"] = await deliver(
-                    feed, puller, pusher, bodies[args.tasks : args.tasks + args.deliver]
-                )
+        async with contextlib.AsyncExitStack() as stack:
+            report["catch_up"], puller = await catch_ups(feed, base, args, stack)
+            pusher = await stack.enter_async_context(running(Node("push", base / "push", pki, {})))
+            say(f"push reference: {args.push_tasks} one by one")
+            report["push"] = await push_reference(pusher, bodies[: args.push_tasks], args.tasks)
+            say(f"long-poll delivery of {args.deliver}")
+            report["deliver"] = await deliver(
+                feed, puller, pusher, bodies[args.tasks : args.tasks + args.deliver]
+            )
         say(f"gaps: {args.gaps}")
-        gapper = Node("gap", base / "d", pki, feed_sections(gap_feed, interval=300, wait=0))
+        gapper = Node("gap", base / "gap", pki, feed_sections(gap_feed, interval=300, wait=0))
         report["gap"] = await gaps(gapper, gap_feed, bodies, args.gaps)
     finally:
         await feed.server.close()
@@ -492,13 +528,13 @@ def say(text: str) -> None:
 
 def table(report: dict[str, Any]) -> str:
     """The measures, the reference measured in the same run, and the goal."""
-    cu, push, dl, gap = report["catch_up"], report["push"], report["deliver"], report["gap"]
+    cu, push, dl, gap = report["catch_up"]["dns"], report["push"], report["deliver"], report["gap"]
     tasks = cu["tasks"]
     est = " (extrapolated)" if push["extrapolated"] else ""
     rows = [
         (
-            f"catch-up of {tasks:,}, s (first request to in_sync)",
-            f"{cu['catch_up_s']} ({cu['tasks_per_s']:,} tasks/s)",
+            f"catch-up of {tasks:,}, s (first request to in_sync; median of {len(cu['runs'])})",
+            f"{cu['catch_up_s']} ({cu['tasks_per_s']:,} tasks/s); each {cu['catch_up_s_each']}",
             f"pushed one by one: {push[f'seconds_for_{tasks}']}{est} "
             f"({push['tasks_per_s']:,} tasks/s)",
             f"<= {GOALS['catch_up_s']:g}",
@@ -510,11 +546,12 @@ def table(report: dict[str, Any]) -> str:
             "",
         ),
     ]
-    if rpz := report.get("catch_up_rpz"):
+    if rpz := report["catch_up"].get("dns+rpz"):
         rows.append(
             (
-                f"catch-up of {tasks:,} with RPZ, s",
-                f"{rpz['catch_up_s']} ({rpz['tasks_per_s']:,} tasks/s)",
+                f"catch-up of {tasks:,} with RPZ, s (median of {len(rpz['runs'])})",
+                f"{rpz['catch_up_s']} ({rpz['tasks_per_s']:,} tasks/s); "
+                f"each {rpz['catch_up_s_each']}",
                 f"{rpz['catch_up_s'] / cu['catch_up_s']:.2f}x without RPZ",
                 f"<= {GOALS['catch_up_s']:g}",
             )
@@ -557,15 +594,16 @@ def main() -> None:
     parser.add_argument("--push-tasks", type=int, help="of them pushed as the reference (all)")
     parser.add_argument("--deliver", type=int, default=200, help="tasks delivered by long poll")
     parser.add_argument("--gaps", type=int, default=20, help="gap repetitions")
-    parser.add_argument("--no-rpz", action="store_true", help="skip the catch-up with RPZ on")
+    parser.add_argument("--rounds", type=int, default=2, help="catch-ups of each profile")
+    parser.add_argument("--no-rpz", action="store_true", help="skip the catch-ups with RPZ on")
     parser.add_argument("--quick", action="store_true", help="small counts: a check that it runs")
     parser.add_argument("--out", type=Path, help="the JSON report (default bench/results/)")
     args = parser.parse_args()
     if args.quick:
-        args.tasks, args.deliver, args.gaps = 300, WARMUP + 20, 5
+        args.tasks, args.deliver, args.gaps, args.rounds = 300, WARMUP + 20, 5, 1
     args.push_tasks = min(args.tasks, args.push_tasks or args.tasks)
-    if args.tasks < 1 or args.deliver <= WARMUP or args.gaps < 1:
-        parser.error(f"--tasks and --gaps must be >= 1, --deliver > {WARMUP}")
+    if min(args.tasks, args.gaps, args.rounds) < 1 or args.deliver <= WARMUP:
+        parser.error(f"--tasks, --gaps and --rounds must be >= 1, --deliver > {WARMUP}")
     with tempfile.TemporaryDirectory(prefix="kzgate-bench-feed-") as tmp:
         report = asyncio.run(run(args, Path(tmp)))
     out = args.out or ROOT / "bench/results" / f"feed-{time.strftime('%Y%m%d-%H%M%S')}.json"
