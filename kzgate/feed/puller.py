@@ -98,7 +98,7 @@ class FeedPuller:
         self._alarmed: set[tuple[object, ...]] = set()
         self._failures = 0
         self._taking = asyncio.Lock()  # held while the sink takes a page
-        self._idle_answer = False  # the last long poll came back empty
+        self._idle_answer = False  # the last long poll came back empty (or with nothing stored)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -265,6 +265,11 @@ class FeedPuller:
                 taken = await self._take(page, give)
                 given = given or give is not None
                 fault = fault or await self._review(page, taken)
+                if not any(t.stored for t in taken):
+                    # Nothing of it could be stored (e.g. forged tasks claiming the next
+                    # seqs): the round ends as at an empty page, or a hostile feed could
+                    # keep it going through the whole seq space.
+                    break
                 after = self._after = last
             if order_fault is not None:
                 log.warning("feed %s: fault: %s", self.iss, order_fault)
@@ -433,7 +438,12 @@ class FeedPuller:
         if page:
             taken = await self._take(page, None)
             fault = await self._review(page, taken) if fault is None else fault
-            self._after += len(page)
+            if any(t.stored for t in taken):
+                self._after += len(page)
+            else:
+                # Nothing storable came: polled again no sooner than an empty answer
+                # would be, from the same place (as in a round, a forged page is no progress).
+                self._idle_answer = True
             await self._read_held()
         if fault is not None:
             self._set(error=fault)

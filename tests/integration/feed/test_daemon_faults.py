@@ -583,12 +583,16 @@ async def test_forged_tasks_without_end_do_not_keep_a_round_going(start: Start) 
 
 
 async def test_forged_tasks_without_end_do_not_keep_long_polls_going(start: Start) -> None:
-    rig: Rig = await start(published=2, feed={"wait": 5, "interval": 2})
+    rig: Rig = await start(published=2, feed={"wait": 1, "interval": 3})
     await rig.state("in_sync")
+    await asyncio.sleep(0.2)  # the round is done: long polls now
     rig.peer.page = lambda after, limit: [forged(after + i) for i in range(1, 51)]  # type: ignore[method-assign]
+    asked = len(rig.peer.requests)
     await asyncio.sleep(1.5)
-    asked = [n for n, _ in rig.peer.requests if n == "tasks"]
-    assert len(asked) <= 10, len(asked)
+    polls = [q for n, q in rig.peer.requests[asked:] if n == "tasks" and q["wait"] != "0"]
+    # no faster than one per wait (1 s), and each from where the feed was before the forgeries
+    assert 1 <= len(polls) <= 3, polls
+    assert {q["after"] for q in polls} == {"2"}, polls
     assert sorted(rig.held()) == [1, 2]
     await rig.serving()
 
