@@ -58,6 +58,9 @@ HASH_CHUNK = 10_000  # stored payload hashes read from the register at a time
 # close() lets a page being taken finish (its tasks are recorded, applied and
 # receipted as one group) for at most this long before it cancels the loop.
 TAKE_DRAIN = 10.0
+# Refused tasks logged one by one per page; the rest as one line: a hostile feed's
+# page of forged tasks (as many as the body cap holds) must not flood the log.
+LOGGED_REFUSALS = 5
 ALARMED_CAP = 10_000  # remembered alarms (each is raised once); past this, forgotten
 
 
@@ -297,23 +300,32 @@ class FeedPuller:
         if len(taken) != len(page):
             log.error("feed %s: sink answered %d of %d tasks", self.iss, len(taken), len(page))
         first: str | None = None
+        refused = 0
         for body, result in zip(page, taken, strict=False):
             if result.stored:
                 continue
             if first is None:
                 first = f"seq {result.seq} refused: {result.outcome}: {result.detail}"[:500]
-            log.warning(
-                "feed %s: task seq %s id %s refused: %s: %s",
-                self.iss,
-                result.seq,
-                result.id,
-                result.outcome,
-                result.detail,
-            )
+            refused += 1
+            if refused <= LOGGED_REFUSALS:
+                log.warning(
+                    "feed %s: task seq %s id %s refused: %s: %s",
+                    self.iss,
+                    result.seq,
+                    result.id,
+                    result.outcome,
+                    result.detail,
+                )
             if result.outcome == "conflict":
                 sha = hashlib.sha256(body).hexdigest()
                 data = {"seq": result.seq, "id": result.id, "sha256": sha, "detail": result.detail}
                 await self._alarm("feed_conflict", (result.seq, sha), data)
+        if refused > LOGGED_REFUSALS:
+            log.warning(
+                "feed %s: %d more tasks of this page refused (not logged one by one)",
+                self.iss,
+                refused - LOGGED_REFUSALS,
+            )
         return first
 
     async def _read_held(self) -> int:

@@ -289,6 +289,20 @@ async def test_a_page_of_which_nothing_is_stored_ends_the_round() -> None:
     assert puller.pulls.value("mci", "fault") == 1
 
 
+async def test_a_page_of_forged_tasks_is_logged_in_a_few_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = ScriptedSource(LOG[:2])
+    source.serve = lambda after, limit: forged_page(after, limit) if after == 0 else []  # type: ignore[method-assign]
+    puller, sink = make(source, limit=200)
+    with caplog.at_level("WARNING", logger="kzgate.feed"):
+        assert await puller.pull()
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == puller_module.LOGGED_REFUSALS + 1, len(refused)
+    assert "195 more tasks of this page refused" in refused[-1].getMessage()
+    assert held(sink) == []
+
+
 async def test_a_long_poll_of_which_nothing_is_stored_is_no_progress() -> None:
     source = ScriptedSource(LOG[:2])
     puller, sink = make(source, interval=60, wait=0.2)
