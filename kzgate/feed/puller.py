@@ -37,7 +37,7 @@ from kzgate.feed.judge import (
     interval_delay,
     judge,
 )
-from kzgate.feed.order import extend, feed_hash, in_order, peek_seq
+from kzgate.feed.order import check_page, extend, feed_hash
 from kzgate.feed.ports import FeedError, FeedEvent, FeedSink, FeedSource, Taken
 from kzgate.metrics import FEED_PULLS, Counts
 from kzgate.protocol.trust import TrustStore
@@ -289,10 +289,9 @@ class FeedPuller:
 
     async def _ordered(self, bodies: Sequence[bytes], first: int) -> tuple[list[bytes], str | None]:
         if sum(map(len, bodies)) > INLINE_PEEK_BYTES:
-            seqs = await asyncio.to_thread(lambda: [peek_seq(b) for b in bodies])
+            count, fault = await asyncio.to_thread(check_page, bodies, first)
         else:
-            seqs = [peek_seq(b) for b in bodies]
-        count, fault = in_order(seqs, first)
+            count, fault = check_page(bodies, first)
         return list(bodies[:count]), fault
 
     async def _review(self, page: Sequence[bytes], taken: Sequence[Taken]) -> str | None:

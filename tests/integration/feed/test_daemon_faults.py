@@ -640,6 +640,24 @@ async def test_many_tiny_strings_under_the_cap_are_a_fault(start: Start) -> None
     await rig.serving()
 
 
+async def test_millions_of_empty_strings_do_not_stall_dns_or_intake(start: Start) -> None:
+    """3,000,000 empty strings (9 MB, under the 16 MiB cap): no seq can be read from the
+    first, so the page is a fault at once; the other 2,999,999 must not be peeked at on
+    the event loop (they once were: seconds without intake)."""
+    rig: Rig = await start(published=1)
+    await rig.state("in_sync")
+    rig.peer.script.answers["tasks"] = Reply(b'{"tasks":[' + b",".join([b'""'] * 3_000_000) + b"]}")
+    await rig.more_pulls("fault", timeout=30)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 2.0  # several more pulls of that page
+    while loop.time() < end:
+        # intake shares the event loop with the puller (DNS is served by its workers)
+        async with asyncio.timeout(1.5):
+            await rig.serving()
+    assert "has no readable seq" in (await rig.feed())["error"]
+    assert sorted(rig.held()) == [1]
+
+
 async def test_a_head_seq_at_the_limit_is_only_behind(start: Start) -> None:
     rig: Rig = await start(published=2)
     rig.peer.script.head_seq = 2**63 - 1
