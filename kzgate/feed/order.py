@@ -48,6 +48,26 @@ def in_order(seqs: Sequence[int | None], first: int) -> tuple[int, str | None]:
     return len(seqs), None
 
 
+# How far past a deviation a page is read to tell a reorder (the due seq comes later)
+# from a skip: only the error's wording depends on it.
+LOOKAHEAD = 1000
+
+
+def check_page(bodies: Sequence[bytes], first: int) -> tuple[int, str | None]:
+    """``in_order`` over the seqs the bodies claim, read only up to the first deviation
+    (and ``LOOKAHEAD`` past it): a page of millions of items that are no task costs one
+    peek, not millions."""
+    seqs: list[int | None] = []
+    for body in bodies:
+        seqs.append(peek_seq(body))
+        if seqs[-1] != first + len(seqs) - 1:
+            stop = len(seqs)
+            if seqs[-1] is not None:
+                seqs += [peek_seq(b) for b in bodies[stop : stop + LOOKAHEAD]]
+            break
+    return in_order(seqs, first)
+
+
 def extend(chain: bytes, hashes: Sequence[bytes]) -> bytes:
     """c(n + len(hashes)) from c(n) and the payload hashes of the seqs after n."""
     for digest in hashes:

@@ -37,7 +37,7 @@ from kzgate.feed.judge import (
     interval_delay,
     judge,
 )
-from kzgate.feed.order import extend, feed_hash, in_order, peek_seq
+from kzgate.feed.order import check_page, extend, feed_hash
 from kzgate.feed.ports import FeedError, FeedEvent, FeedSink, FeedSource, Taken
 from kzgate.metrics import FEED_PULLS, Counts
 from kzgate.protocol.trust import TrustStore
@@ -58,6 +58,9 @@ HASH_CHUNK = 10_000  # stored payload hashes read from the register at a time
 # close() lets a page being taken finish (its tasks are recorded, applied and
 # receipted as one group) for at most this long before it cancels the loop.
 TAKE_DRAIN = 10.0
+# Refused tasks logged one by one per page; the rest as one line: a hostile feed's
+# page of forged tasks (as many as the body cap holds) must not flood the log.
+LOGGED_REFUSALS = 5
 ALARMED_CAP = 10_000  # remembered alarms (each is raised once); past this, forgotten
 
 
@@ -98,7 +101,7 @@ class FeedPuller:
         self._alarmed: set[tuple[object, ...]] = set()
         self._failures = 0
         self._taking = asyncio.Lock()  # held while the sink takes a page
-        self._idle_answer = False  # the last long poll came back empty
+        self._idle_answer = False  # the last long poll came back empty (or with nothing stored)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -265,6 +268,11 @@ class FeedPuller:
                 taken = await self._take(page, give)
                 given = given or give is not None
                 fault = fault or await self._review(page, taken)
+                if not any(t.stored for t in taken):
+                    # Nothing of it could be stored (e.g. forged tasks claiming the next
+                    # seqs): the round ends as at an empty page, or a hostile feed could
+                    # keep it going through the whole seq space.
+                    break
                 after = self._after = last
             if order_fault is not None:
                 log.warning("feed %s: fault: %s", self.iss, order_fault)
@@ -281,10 +289,9 @@ class FeedPuller:
 
     async def _ordered(self, bodies: Sequence[bytes], first: int) -> tuple[list[bytes], str | None]:
         if sum(map(len, bodies)) > INLINE_PEEK_BYTES:
-            seqs = await asyncio.to_thread(lambda: [peek_seq(b) for b in bodies])
+            count, fault = await asyncio.to_thread(check_page, bodies, first)
         else:
-            seqs = [peek_seq(b) for b in bodies]
-        count, fault = in_order(seqs, first)
+            count, fault = check_page(bodies, first)
         return list(bodies[:count]), fault
 
     async def _review(self, page: Sequence[bytes], taken: Sequence[Taken]) -> str | None:
@@ -292,23 +299,32 @@ class FeedPuller:
         if len(taken) != len(page):
             log.error("feed %s: sink answered %d of %d tasks", self.iss, len(taken), len(page))
         first: str | None = None
+        refused = 0
         for body, result in zip(page, taken, strict=False):
             if result.stored:
                 continue
             if first is None:
                 first = f"seq {result.seq} refused: {result.outcome}: {result.detail}"[:500]
-            log.warning(
-                "feed %s: task seq %s id %s refused: %s: %s",
-                self.iss,
-                result.seq,
-                result.id,
-                result.outcome,
-                result.detail,
-            )
+            refused += 1
+            if refused <= LOGGED_REFUSALS:
+                log.warning(
+                    "feed %s: task seq %s id %s refused: %s: %s",
+                    self.iss,
+                    result.seq,
+                    result.id,
+                    result.outcome,
+                    result.detail,
+                )
             if result.outcome == "conflict":
                 sha = hashlib.sha256(body).hexdigest()
                 data = {"seq": result.seq, "id": result.id, "sha256": sha, "detail": result.detail}
                 await self._alarm("feed_conflict", (result.seq, sha), data)
+        if refused > LOGGED_REFUSALS:
+            log.warning(
+                "feed %s: %d more tasks of this page refused (not logged one by one)",
+                self.iss,
+                refused - LOGGED_REFUSALS,
+            )
         return first
 
     async def _read_held(self) -> int:
@@ -433,7 +449,12 @@ class FeedPuller:
         if page:
             taken = await self._take(page, None)
             fault = await self._review(page, taken) if fault is None else fault
-            self._after += len(page)
+            if any(t.stored for t in taken):
+                self._after += len(page)
+            else:
+                # Nothing storable came: polled again no sooner than an empty answer
+                # would be, from the same place (as in a round, a forged page is no progress).
+                self._idle_answer = True
             await self._read_held()
         if fault is not None:
             self._set(error=fault)

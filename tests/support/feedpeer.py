@@ -13,7 +13,8 @@ fail laid over it, each off until a test turns it on:
   (``swap_first_two``);
 - the transport, per resource ("head" or "tasks"): ``answers[name]`` is a
   ``Reply`` (any status, content type and bytes, optionally chunked), ``Hang``
-  (never answers) or ``Endless`` (a body that never ends); ``oversize()`` is a
+  (never answers), ``Endless`` (a body that never ends) or ``Drip`` (a body one
+  byte at a time); ``oversize()`` is a
   well-formed answer of an exact size.
 
 ``requests`` records each request as (resource, query), e.g. to see that a
@@ -62,7 +63,16 @@ class Endless:
     content_type: str = TASKS_TYPE
 
 
-Answer = Reply | Hang | Endless
+@dataclass(frozen=True, slots=True)
+class Drip:
+    """A 200 whose ``body`` comes one byte every ``every`` seconds (a slow-drip server)."""
+
+    body: bytes
+    every: float = 1.0
+    content_type: str = TASKS_TYPE
+
+
+Answer = Reply | Hang | Endless | Drip
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -172,6 +182,8 @@ class FeedPeer(FeedServer):
             return web.Response(status=503)
         if isinstance(answer, Endless):
             return await self._endless(request, answer)
+        if isinstance(answer, Drip):
+            return await self._drip(request, answer)
         if not answer.chunked:
             return web.Response(
                 status=answer.status,
@@ -188,6 +200,16 @@ class FeedPeer(FeedServer):
         await response.write_eof()
         return response
 
+    async def _drip(self, request: web.Request, answer: Drip) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": answer.content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            await _drip_body(response, answer, self._release)
+        except ConnectionError:
+            self.hung_up += 1
+        return response
+
     async def _endless(self, request: web.Request, answer: Endless) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": answer.content_type})
         response.enable_chunked_encoding()
@@ -198,6 +220,15 @@ class FeedPeer(FeedServer):
         except ConnectionError:
             self.hung_up += 1
         return response
+
+
+async def _drip_body(response: web.StreamResponse, answer: Drip, release: asyncio.Event) -> None:
+    for i in range(len(answer.body)):
+        if release.is_set():
+            return
+        await response.write(answer.body[i : i + 1])
+        await asyncio.sleep(answer.every)
+    await response.write_eof()
 
 
 def _made_up(seq: int) -> bytes:

@@ -7,8 +7,9 @@ import random
 
 import pytest
 
+import kzgate.feed.order as order
 from kzgate.feed.chain import ZERO, chain_of, payload_hash
-from kzgate.feed.order import extend, feed_hash, in_order, peek_seq
+from kzgate.feed.order import check_page, extend, feed_hash, in_order, peek_seq
 from tests.support.feedfakes import payload_of, signed_task
 
 LOG = [signed_task(seq) for seq in range(1, 8)]
@@ -36,6 +37,33 @@ def test_in_order(seqs: list[int | None], first: int, want: tuple[int, str | Non
     count, fault = in_order(seqs, first)
     assert count == want[0]
     assert (fault is None) if want[1] is None else (fault is not None and want[1] in fault)
+
+
+def test_check_page_is_in_order_over_the_claimed_seqs() -> None:
+    rng = random.Random(12)
+    for _ in range(300):
+        page = [rng.choice([*LOG, b"", b"x.y.z"]) for _ in range(rng.randrange(0, 9))]
+        first = rng.randrange(1, 4)
+        assert check_page(page, first) == in_order([peek_seq(b) for b in page], first)
+
+
+def test_check_page_stops_reading_at_the_first_deviation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1,000,000 items that are no task: one peek, not a million (found at the daemon
+    # level: peeking them all stalled the event loop for seconds).
+    peeked: list[bytes] = []
+
+    def counting(body: bytes) -> int | None:
+        peeked.append(body)
+        return peek_seq(body)
+
+    monkeypatch.setattr(order, "peek_seq", counting)
+    count, fault = check_page([LOG[0]] + [b""] * 1_000_000, 1)
+    assert count == 1 and fault is not None and "no readable seq" in fault
+    assert len(peeked) == 2
+    peeked.clear()
+    count, fault = check_page([LOG[1]] + [b""] * 1_000_000, 1)  # 2 where 1 was due
+    assert (count, fault) == (0, "seq 2 served where 1 was due (skip)")
+    assert len(peeked) == 1 + order.LOOKAHEAD
 
 
 def test_peek_seq_never_raises_on_any_bytes_of_any_length() -> None:

@@ -269,6 +269,56 @@ async def test_a_task_of_another_issuer_on_this_feed_is_refused_and_a_fault() ->
     assert puller.pulls.value("mci", "fault") == 1
 
 
+def forged_page(after: int, limit: int) -> list[bytes]:
+    """Tasks that claim the next seqs, with a signature of other bytes: all refused."""
+    return [signed_task(after + i, variant="x")[:-4] + b"AAAA" for i in range(1, limit + 1)]
+
+
+async def test_a_page_of_which_nothing_is_stored_ends_the_round() -> None:
+    # A hostile feed answering every page with forged tasks for the next seqs must not
+    # keep the round going (found at the daemon level: it walked the seq space).
+    source = ScriptedSource(LOG[:2])
+    # (forged pages up to seq 300 only, so that without the fix this fails, not hangs)
+    source.serve = lambda after, limit: (
+        LOG[:2][after:] or forged_page(after, min(limit, 300 - after))
+    )  # type: ignore[method-assign]
+    puller, sink = make(source)
+    assert await puller.pull()
+    assert held(sink) == [1, 2] and "bad_signature" in puller.status.error
+    assert [c[1] for c in source.calls if c[0] == "tasks"] == [0, 2]
+    assert puller.pulls.value("mci", "fault") == 1
+
+
+async def test_a_page_of_forged_tasks_is_logged_in_a_few_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = ScriptedSource(LOG[:2])
+    source.serve = lambda after, limit: forged_page(after, limit) if after == 0 else []  # type: ignore[method-assign]
+    puller, sink = make(source, limit=200)
+    with caplog.at_level("WARNING", logger="kzgate.feed"):
+        assert await puller.pull()
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == puller_module.LOGGED_REFUSALS + 1, len(refused)
+    assert "195 more tasks of this page refused" in refused[-1].getMessage()
+    assert held(sink) == []
+
+
+async def test_a_long_poll_of_which_nothing_is_stored_is_no_progress() -> None:
+    source = ScriptedSource(LOG[:2])
+    puller, sink = make(source, interval=60, wait=0.2)
+    puller.start()
+    try:
+        await until(lambda: puller.status.state == "in_sync")
+        source.serve = forged_page  # type: ignore[method-assign]
+        await asyncio.sleep(0.5)
+    finally:
+        await puller.close()
+    polls = [c for c in source.calls if c[0] == "tasks" and c[3] > 0]
+    assert 2 <= len(polls) <= 4, polls  # paced as an empty answer, not back to back
+    assert {c[1] for c in polls} == {2}  # each from where the feed really was
+    assert held(sink) == [1, 2]
+
+
 # -- conflicts and divergence -------------------------------------------------------
 
 
