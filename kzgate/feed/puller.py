@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kzgate.errors import TaskError
-from kzgate.feed.chain import ZERO, first_difference
+from kzgate.feed.consistency import OurChain
 from kzgate.feed.head import Head, verify_head
 from kzgate.feed.judge import (
     Decision,
@@ -37,7 +37,7 @@ from kzgate.feed.judge import (
     interval_delay,
     judge,
 )
-from kzgate.feed.order import check_page, extend, feed_hash
+from kzgate.feed.order import check_page
 from kzgate.feed.ports import FeedError, FeedEvent, FeedSink, FeedSource, Taken
 from kzgate.metrics import FEED_PULLS, Counts
 from kzgate.protocol.trust import TrustStore
@@ -51,10 +51,8 @@ T = TypeVar("T")
 # under any FeedSource, so a hung one cannot stall the loop for good).
 CALL_MARGIN = 60.0
 # Pages (or hash chunks) bigger than these are worked on off the event loop, so
-# that DNS and intake keep being served while a large catch-up is checked.
+# that DNS and intake keep being served while a large page is checked.
 INLINE_PEEK_BYTES = 64 * 1024
-INLINE_HASHES = 2000
-HASH_CHUNK = 10_000  # stored payload hashes read from the register at a time
 # close() lets a page being taken finish (its tasks are recorded, applied and
 # receipted as one group) for at most this long before it cancels the loop.
 TAKE_DRAIN = 10.0
@@ -96,8 +94,7 @@ class FeedPuller:
         self._task: asyncio.Task[None] | None = None
         self._held = 0  # the sink's held_through, as last read (or extended by pushes)
         self._after = 0  # the last seq the feed served us in order: long polls go on from it
-        self._chain: tuple[int, bytes] = (0, ZERO)  # (n, c(n)) over our stored payloads
-        self._divergence: tuple[str, int] | None = None  # (session, first differing seq)
+        self._ours = OurChain(iss, sink)  # our chain, and where the feed's log differs
         self._alarmed: set[tuple[object, ...]] = set()
         self._failures = 0
         self._taking = asyncio.Lock()  # held while the sink takes a page
@@ -249,7 +246,7 @@ class FeedPuller:
         )
         data = {"old_session": stored.session, "new_session": head.session, "head_seq": head.seq}
         await self._alarm("feed_new_session", (stored.session, head.session), data)
-        self._divergence = None
+        self._ours.forget_divergence()
 
     async def _catch_up(self, after: int, head: Head | None, decision: Decision) -> str | None:
         """Take every task the feed serves after ``after``, page by page; the first fault
@@ -337,74 +334,24 @@ class FeedPuller:
     # -- consistency --------------------------------------------------------------
 
     async def _check(self, head: Head, held: int) -> None:
-        ours = await self._chain_at(head.seq) if held >= head.seq else None
+        ours = await self._ours.chain_at(head.seq) if held >= head.seq else None
         verdict = consistency(held, head.seq, ours, head.chain)
         if verdict != "diverged":
             if verdict == "in_sync":
-                self._divergence = None
+                self._ours.forget_divergence()
             self._set(state=verdict, diverged_at=None, error="")
             return
-        at, detail = await self._first_difference(head)
+        at, detail = await self._ours.first_difference(head, self._feed_page)
         self._set(state="diverged", diverged_at=at, error=detail)
         log.error("feed %s: diverged: %s", self.iss, detail)
         key = (head.session, at if at is not None else f"head {head.seq}")
         data = {"session": head.session, "head_seq": head.seq, "diverged_at": at, "detail": detail}
         await self._alarm("feed_diverged", key, data)
 
-    async def _chain_at(self, n: int) -> bytes | None:
-        """c(n) over our stored payloads, extended from the last one computed."""
-        done, chain = self._chain
-        if done > n:  # only after a new session with a shorter log: start over
-            done, chain = 0, ZERO
-        while done < n:
-            last = min(n, done + HASH_CHUNK)
-            hashes = await self.sink.payload_hashes(self.iss, done + 1, last)
-            if len(hashes) != last - done:
-                log.error(
-                    "feed %s: register gave %d hashes for seq %d..%d",
-                    self.iss,
-                    len(hashes),
-                    done + 1,
-                    last,
-                )
-                return None
-            if len(hashes) > INLINE_HASHES:
-                chain = await asyncio.to_thread(extend, chain, hashes)
-            else:
-                chain = extend(chain, hashes)
-            done = last
-            self._chain = (done, chain)
-        return chain
-
-    async def _first_difference(self, head: Head) -> tuple[int | None, str]:
-        """Read the feed's tasks 1..head.seq again and compare them with ours."""
-        if self._divergence is not None and self._divergence[0] == head.session:
-            known = self._divergence[1]
-            if known <= head.seq:
-                return known, f"seq {known}: the feed's payload differs from the one held"
-        after = 0
-        try:
-            while after < head.seq:
-                bodies = await self._call(self.source.get_tasks(after, self.limit, 0))
-                page, fault = await self._ordered(bodies[: head.seq - after], after + 1)
-                if page:
-                    theirs = [feed_hash(b) or b"" for b in page]
-                    ours = await self.sink.payload_hashes(self.iss, after + 1, after + len(page))
-                    differs = first_difference(ours, theirs)
-                    if differs is not None:
-                        at = after + differs
-                        self._divergence = (head.session, at)
-                        return at, f"seq {at}: the feed's payload differs from the one held"
-                    after += len(page)
-                if fault is not None or not page:
-                    why = fault or f"the feed served nothing after seq {after}"
-                    return None, f"chains differ; the first differing seq not found: {why}"
-        except FeedError as exc:
-            return None, f"chains differ; the first differing seq not found: {exc}"
-        return None, (
-            f"the feed's tasks 1..{head.seq} equal ours, but its head's chain does not: "
-            "the head itself is inconsistent"
-        )
+    async def _feed_page(self, after: int, upto: int) -> tuple[list[bytes], str | None]:
+        """The feed's tasks after ``after`` (at most through ``upto``), checked to be in order."""
+        bodies = await self._call(self.source.get_tasks(after, self.limit, 0))
+        return await self._ordered(bodies[: upto - after], after + 1)
 
     # -- long polls between rounds ------------------------------------------------
 
