@@ -53,12 +53,12 @@ _running: list[BirdNet] = []
 
 def require_bird() -> None:
     """Fail, rather than skip, when BIRD is missing: scripts/test installs bird2."""
-    missing = [f"{c} ({p})" for c, p in BIRD_TOOLS.items() if _which(c) is None]
+    missing = [f"{c} ({p})" for c, p in BIRD_TOOLS.items() if which(c) is None]
     if missing:
         pytest.fail(f"missing tools for BIRD tests: {', '.join(missing)}")
 
 
-def _which(command: str) -> str | None:
+def which(command: str) -> str | None:
     return shutil.which(command) or shutil.which(command, path="/usr/sbin:/sbin")
 
 
@@ -148,7 +148,7 @@ class Bird:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                "ip", "netns", "exec", self.ns, _which("bird") or "bird",
+                "ip", "netns", "exec", self.ns, which("bird") or "bird",
                 "-f", "-c", str(self.config), "-s", str(self.socket),
             ],
             stdout=subprocess.DEVNULL,
@@ -157,7 +157,7 @@ class Bird:
 
     def birdc(self, *command: str) -> str:
         done = subprocess.run(
-            [_which("birdc") or "birdc", "-s", str(self.socket), *command],
+            [which("birdc") or "birdc", "-s", str(self.socket), *command],
             capture_output=True,
             text=True,
             timeout=netns.COMMAND_TIMEOUT,
@@ -232,16 +232,13 @@ class BirdNet:
         routes = self._ip_routes(self.router, "proto bird")
         return {r["dst"]: r.get("type", "unicast") for r in routes}
 
-    def wait_router(
-        self, wanted: Mapping[str, bool], timeout: float = 5.0
-    ) -> dict[str, Route]:
+    def wait_router(self, wanted: Mapping[str, bool], timeout: float = 5.0) -> dict[str, Route]:
         """Wait until the router holds (True) or lacks (False) each prefix, in BIRD and kernel."""
         deadline = time.monotonic() + timeout
         while True:
             routes, kernel = self.router_routes(), self.router_kernel()
             if all(
-                (p in routes and kernel.get(p) == "blackhole") == want
-                for p, want in wanted.items()
+                (p in routes and kernel.get(p) == "blackhole") == want for p, want in wanted.items()
             ):
                 return routes
             if time.monotonic() > deadline:
