@@ -103,4 +103,3 @@ def test_a_burst_reaches_the_router_without_lost_netlink_events(net: birdnet.Bir
     net.flush()
     net.wait_imported(0, timeout=60)
     assert net.host_bird.dropped() == dropped
-
