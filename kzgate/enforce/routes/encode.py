@@ -7,8 +7,9 @@ attribute code in 2.4 s)::
     nlmsghdr | rtmsg{family, dst_len, 0, 0, table=0, protocol, scope, type, 0}
              | RTA_TABLE (u32) | RTA_DST (4 or 16 bytes)
 
-This is what ``ip route add blackhole 192.0.2.1/32 table 666 proto 252``
-sends, attributes in kzgate's order. A delete carries our protocol and type:
+Byte for byte what ``ip route replace table 666 proto 252 blackhole
+192.0.2.0/24`` and ``ip route del ...`` send (captured with strace, iproute2
+6.1; tests/unit/enforce/test_routes_wire.py). A delete carries our protocol and type:
 the kernel then deletes only a matching route of ours, never one someone
 else put in the table under the same prefix (ESRCH instead).
 """
@@ -50,11 +51,12 @@ def route_message(
     kind: int, flags: int, seq: int, net: IPNetwork, table: int, protocol: int, rtype: int
 ) -> bytes:
     """One RTM_NEWROUTE or RTM_DELROUTE for ``net`` in ``table``."""
-    scope = RT_SCOPE_NOWHERE if kind == RTM_DELROUTE else RT_SCOPE_UNIVERSE
     if type(net) is IPv4Network:
+        # as iproute2: an IPv4 delete matches a route of any scope
         layout, family, alen = _V4, AF_INET, 4
+        scope = RT_SCOPE_NOWHERE if kind == RTM_DELROUTE else RT_SCOPE_UNIVERSE
     else:
-        layout, family, alen = _V6, AF_INET6, 16
+        layout, family, alen, scope = _V6, AF_INET6, 16, RT_SCOPE_UNIVERSE
     return layout.pack(
         layout.size, kind, flags, seq, 0,
         family, net.prefixlen, 0, 0, RT_TABLE_UNSPEC, protocol, scope, rtype, 0,

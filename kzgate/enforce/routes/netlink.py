@@ -119,17 +119,18 @@ class RouteSocket:
         left out. RoutesUnknown when acks were lost.
         """
         failed: dict[int, int] = {}
-        paced = pace is not None and len(changes) > pace.routes
-        step = min(CHUNK, pace.routes) if paced and pace is not None else CHUNK
-        started = time.monotonic()
-        for first in range(0, len(changes), step):
-            if paced and pace is not None and first:
-                # chunk k of the pace may start k * seconds after the first
-                due = started + (first // pace.routes) * pace.seconds
-                if (wait := due - time.monotonic()) > 0:
-                    time.sleep(wait)
-            end = min(first + step, len(changes))
-            self._chunk(changes[first:end], table, protocol, first, failed, ignore)
+        window = len(changes) or 1
+        if pace is not None and len(changes) > pace.routes:
+            window = pace.routes
+        began = 0.0
+        for start in range(0, len(changes), window):
+            # each window of pace.routes starts pace.seconds after the last one began
+            if start and pace is not None and (wait := began + pace.seconds - time.monotonic()) > 0:
+                time.sleep(wait)
+            began = time.monotonic()
+            for first in range(start, min(start + window, len(changes)), CHUNK):
+                end = min(first + CHUNK, start + window, len(changes))
+                self._chunk(changes[first:end], table, protocol, first, failed, ignore)
         return failed
 
     def _chunk(

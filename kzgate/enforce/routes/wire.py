@@ -37,7 +37,7 @@ AF_INET6 = socket.AF_INET6
 
 RT_TABLE_UNSPEC = 0  # in rtmsg: the table is in RTA_TABLE (32 bits), as iproute2 sends it
 RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_NOWHERE = 255  # in a delete: any scope (iproute2 sends this)
+RT_SCOPE_NOWHERE = 255  # in an IPv4 delete: any scope (as iproute2 sends it)
 
 RTN_BLACKHOLE = 6
 RTN_UNREACHABLE = 7
