@@ -43,7 +43,6 @@ RTN_BLACKHOLE = 6
 RTN_UNREACHABLE = 7
 RTN_PROHIBIT = 8
 ROUTE_TYPES = {"blackhole": RTN_BLACKHOLE, "unreachable": RTN_UNREACHABLE, "prohibit": RTN_PROHIBIT}
-TYPE_NAMES = {number: name for name, number in ROUTE_TYPES.items()}
 
 RTA_DST = 1
 RTA_TABLE = 15
