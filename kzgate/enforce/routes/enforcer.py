@@ -73,6 +73,7 @@ class RoutesEnforcer(Enforcer):
         self.drift_seen = 0
         self.last_drift: dt.datetime | None = None
         self._held: dict[IPNetwork, int] = {}  # prefix -> route type, as the kernel last confirmed
+        self._counts = _count(())
         self._lock = asyncio.Lock()
         self._writer: RouteSocket | None = None
         self._monitor: Monitor | None = None
@@ -131,21 +132,18 @@ class RoutesEnforcer(Enforcer):
         """Dump our routes (this table, our protocol), then add and delete the difference."""
         async with self._lock:
             writer = self._need_writer()
-            wanted = state.prefixes
-            dumped = await asyncio.to_thread(writer.dump, self.cfg.table, self.cfg.protocol)
-            present = {r.prefix: r.type for r in dumped}
-            self._held = dict(present)
-            gone = [
-                (RTM_DELROUTE, net, rtype) for net, rtype in present.items() if net not in wanted
-            ]
-            new = [
-                (RTM_NEWROUTE, net, self.rtype) for net in wanted if present.get(net) != self.rtype
-            ]
-            await asyncio.to_thread(self._write, writer, gone, new)
-            return Diff(
-                prefixes_added={net: wanted[net] for _, net, _ in new},
-                prefixes_removed=frozenset(net for _, net, _ in gone),
-            )
+            return await asyncio.to_thread(self._reconcile, writer, state.prefixes)
+
+    def _reconcile(self, writer: RouteSocket, wanted: Mapping[IPNetwork, InstructionRef]) -> Diff:
+        present = {r.prefix: r.type for r in writer.dump(self.cfg.table, self.cfg.protocol)}
+        self._held, self._counts = dict(present), _count(present)
+        gone = [(RTM_DELROUTE, net, rtype) for net, rtype in present.items() if net not in wanted]
+        new = [(RTM_NEWROUTE, net, self.rtype) for net in wanted if present.get(net) != self.rtype]
+        self._write(writer, gone, new)
+        return Diff(
+            prefixes_added={net: wanted[net] for _, net, _ in new},
+            prefixes_removed=frozenset(net for _, net, _ in gone),
+        )
 
     def uncarried(self, diff: Diff) -> Diff:
         """Nothing: any IPv4 or IPv6 prefix, the default route too, is a route."""
@@ -170,7 +168,7 @@ class RoutesEnforcer(Enforcer):
 
     def route_counts(self) -> dict[str, int]:
         """Routes per family that the kernel confirmed (no kernel read)."""
-        return _count(self._held)
+        return dict(self._counts)
 
     # -- internals --------------------------------------------------------------
 
@@ -182,20 +180,25 @@ class RoutesEnforcer(Enforcer):
     def _write(self, writer: RouteSocket, gone: list[Change], new: list[Change]) -> None:
         """Deletes, then adds, paced together; ``_held`` follows what the kernel acked.
 
-        Runs in a thread: ``_held`` is replaced, never changed in place, so
-        the monitor on the loop always reads a whole mapping.
+        Runs in a thread. ``_held`` is changed in place (a copy of 1M entries
+        would cost more than a small diff's netlink exchange); the monitor on
+        the loop only looks single prefixes up in it, and the counts that a
+        scrape reads are kept beside it.
         """
         changes = gone + new
         failed = writer.write(changes, self.cfg.table, self.cfg.protocol, self.pace, ignore=_GONE)
-        held = dict(self._held)
+        held, counts = self._held, dict(self._counts)
         for i, (kind, net, rtype) in enumerate(changes):
             if i in failed:
                 continue
             if kind == RTM_DELROUTE:
-                held.pop(net, None)
+                if held.pop(net, None) is not None:
+                    counts[_family(net)] -= 1
             else:
+                if net not in held:
+                    counts[_family(net)] += 1
                 held[net] = rtype
-        self._held = held
+        self._counts = counts
         if failed:
             raise RoutesError(_describe(failed, changes, "change"))
 
@@ -213,7 +216,8 @@ class RoutesEnforcer(Enforcer):
     async def _self_repair(self) -> None:
         # Without a daemon to ask, what we hold is the best state we know.
         try:
-            held = dict.fromkeys(self._held, InstructionRef("kzgate", "self-repair", "-"))
+            async with self._lock:  # no writer thread changes _held while it is copied
+                held = dict.fromkeys(self._held, InstructionRef("kzgate", "self-repair", "-"))
             await self.reconcile(State({}, held))
         except Exception:
             log.exception("routes self-repair failed")
