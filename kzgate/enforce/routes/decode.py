@@ -8,11 +8,12 @@ tests/fuzz/py/routes_decode.py feeds it arbitrary datagrams.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Network, IPv6Network
 
 from kzgate.enforce.nft.decode import Ack, parse_ack
-from kzgate.enforce.nft.wire import Message, attrs
+from kzgate.enforce.nft.wire import NLMSG_ERROR, NLMSGHDR, Message, attrs
 from kzgate.enforce.routes.wire import (
     AF_INET,
     AF_INET6,
@@ -24,7 +25,7 @@ from kzgate.enforce.routes.wire import (
 )
 from kzgate.names import IPNetwork
 
-__all__ = ["Ack", "Route", "parse_ack", "route"]
+__all__ = ["Ack", "Route", "acks", "parse_ack", "route"]
 
 _ALEN = {AF_INET: 4, AF_INET6: 16}
 _MAX_LEN = {AF_INET: 32, AF_INET6: 128}
@@ -64,10 +65,35 @@ def route(msg: Message) -> Route | None:
     if dst is None or len(dst) != alen:
         return None
     try:
+        # from an int: an address object would be turned into text and parsed again
+        address = int.from_bytes(dst, "big")
         if family == AF_INET:
-            prefix: IPNetwork = IPv4Network((IPv4Address(dst), dst_len))
+            prefix: IPNetwork = IPv4Network((address, dst_len))
         else:
-            prefix = IPv6Network((IPv6Address(dst), dst_len))
+            prefix = IPv6Network((address, dst_len))
     except ValueError:  # host bits set
         return None
     return Route(prefix, table, protocol, rtype)
+
+
+_ERRNO = struct.Struct("=i")
+
+
+def acks(data: bytes) -> Iterator[Ack]:
+    """The acks in a datagram, success ones read at fixed offsets (a 1M-route write has 1M).
+
+    Anything else in ``data`` is skipped; an error ack is read in full by parse_ack.
+    """
+    pos, end = 0, len(data)
+    while pos + NLMSGHDR.size + 4 <= end:
+        length, kind, flags, seq, portid = NLMSGHDR.unpack_from(data, pos)
+        if length < NLMSGHDR.size or pos + length > end:
+            return
+        if kind == NLMSG_ERROR and length >= NLMSGHDR.size + 4:
+            (error,) = _ERRNO.unpack_from(data, pos + NLMSGHDR.size)
+            if error == 0:
+                yield Ack(seq=seq, errno=0)
+            else:
+                payload = data[pos + NLMSGHDR.size : pos + length]
+                yield parse_ack(Message(kind, flags, seq, portid, payload))
+        pos += (length + 3) & ~3

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from kzgate.enforce.nft.wire import NLMSG_DONE, NLMSG_ERROR, messages
-from kzgate.enforce.routes.decode import Ack, Route, parse_ack, route
+from kzgate.enforce.routes.decode import Ack, Route, acks, parse_ack, route
 from kzgate.enforce.routes.encode import ADD_FLAGS, DELETE_FLAGS, dump_request, route_message
 from kzgate.enforce.routes.errors import RoutesError, RoutesUnknown
 from kzgate.enforce.routes.wire import (
@@ -173,12 +173,10 @@ class RouteSocket:
                     if exc.errno == errno.ENOBUFS:
                         raise RoutesUnknown("route acks overflowed the receive buffer") from exc
                     raise
-                for msg in messages(data):
-                    if msg.kind == NLMSG_ERROR:
-                        ack = parse_ack(msg)
-                        if ack.seq in waiting:
-                            waiting.discard(ack.seq)
-                            yield ack
+                for ack in acks(data):
+                    if ack.seq in waiting:
+                        waiting.discard(ack.seq)
+                        yield ack
         finally:
             self.sock.settimeout(None)
 
