@@ -175,6 +175,11 @@ NFT_DROPPED_PACKETS = Family(
     ("family",),
 )
 
+# the routes enforcer (enforce/routes/)
+ROUTES = Family(
+    "kzgate_routes", "Routes in kzgate's kernel routing table, by family.", "gauge", ("family",)
+)
+
 # the RPZ primary (rpz/metrics.py)
 RPZ_SERIAL = Family("kzgate_rpz_serial", "SOA serial of the RPZ zone.", "gauge")
 RPZ_TRANSFERS = Family(

@@ -24,6 +24,9 @@ LIVE = (
     "log.level",
     "log.format",
 )
+# Not live, on purpose: routes.* (a new table, protocol or type would leave the
+# old routes behind, which only a start-up reconcile of the old table removes),
+# nftables.* and rpz.* (sockets and the zone are built at start).
 
 
 @dataclass(frozen=True)

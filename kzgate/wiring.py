@@ -14,6 +14,7 @@ from kzgate.enforce.base import Enforcer
 from kzgate.enforce.dnsindex import DnsIndexEnforcer
 from kzgate.enforce.dryrun import DryRunEnforcer
 from kzgate.enforce.nft import NftEnforcer
+from kzgate.enforce.routes import RoutesEnforcer
 from kzgate.enforce.set import EnforcerSet
 from kzgate.policy import PolicyIndex
 from kzgate.rpz.enforcer import RpzEnforcer
@@ -35,4 +36,6 @@ def build_enforcers(cfg: Config, *, index: PolicyIndex) -> EnforcerSet:
         enforcers.append(RpzEnforcer.from_config(cfg))
     # Without nftables, the dry run logs what IP targets would do.
     enforcers.append(NftEnforcer(cfg.nftables) if cfg.nftables.enabled else DryRunEnforcer())
+    if cfg.routes.enabled:
+        enforcers.append(RoutesEnforcer(cfg.routes))
     return EnforcerSet(enforcers)

@@ -21,6 +21,7 @@ from kzgate.config.hostport import HostPort
 BlockMode = Literal["nxdomain", "sinkhole", "refused"]
 NftAction = Literal["drop", "reject"]
 NftMode = Literal["full", "set-only"]
+RouteType = Literal["blackhole", "unreachable", "prohibit"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "text"]
 
@@ -28,6 +29,7 @@ BLOCK_MODES: tuple[BlockMode, ...] = ("nxdomain", "sinkhole", "refused")
 NFT_ACTIONS: tuple[NftAction, ...] = ("drop", "reject")
 NFT_HOOKS: tuple[str, ...] = ("forward", "output")
 NFT_MODES: tuple[NftMode, ...] = ("full", "set-only")
+ROUTE_TYPES: tuple[RouteType, ...] = ("blackhole", "unreachable", "prohibit")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
 RpzActionSetting = Literal["from_block_mode", "nxdomain", "nodata", "sinkhole"]
@@ -140,6 +142,20 @@ class NftConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutesConfig:
+    """kzgate's own kernel routing table, which BIRD announces as RTBH routes (issue 13)."""
+
+    enabled: bool = False
+    table: int = 666  # 1..2^32-1, not 253 (default), 254 (main) or 255 (local)
+    type: RouteType = "blackhole"
+    # rtm_protocol of every route kzgate writes, and the only one it reads or
+    # deletes; BIRD's filter matches it as krt_source (values BIRD or the
+    # kernel treat specially are refused in config/sections.py)
+    protocol: int = 252
+    netns: str | None = None  # a name under /var/run/netns: the sockets are opened there
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterConfig:
     path: Path = Path("/var/lib/kzgate/kzgate.db")
 
@@ -200,3 +216,4 @@ class Config:
     metrics: MetricsConfig
     log: LogConfig
     rpz: RpzConfig = field(default_factory=RpzConfig)
+    routes: RoutesConfig = field(default_factory=RoutesConfig)

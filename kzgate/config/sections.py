@@ -18,6 +18,7 @@ from kzgate.config.model import (
     NFT_ACTIONS,
     NFT_HOOKS,
     NFT_MODES,
+    ROUTE_TYPES,
     RPZ_ACTIONS,
     TSIG_ALGORITHMS,
     TSIG_DEFAULT_ALGORITHM,
@@ -34,6 +35,7 @@ from kzgate.config.model import (
     OperatorConfig,
     RateLimitConfig,
     RegisterConfig,
+    RoutesConfig,
     RpzConfig,
     TsigConfig,
 )
@@ -83,6 +85,7 @@ def parse_config(data: object, source: Path) -> Config:
         metrics=_metrics(root.child("metrics")),
         log=_log(root.child("log")),
         rpz=_rpz(root.child("rpz"), base),
+        routes=_routes(root.child("routes")),
     )
     root.close()
     if errors.items:
@@ -314,5 +317,42 @@ def _rpz(t: Table, base: Path) -> RpzConfig:
     )
     if cfg.enabled and not cfg.listen:
         t.error("listen", "must name at least one address when rpz is enabled")
+    t.close()
+    return cfg
+
+
+# Tables the kernel keeps for itself: kzgate's routes there would mix with the
+# host's own (and "main" is what the host routes by).
+_RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}
+# rtm_protocol values BIRD or the kernel give a meaning (bird-research.md,
+# BIRD 2.0.12 sysdep/linux/netlink.c): routes with them would not be learned
+# or announced as kzgate's, or would be deleted by BIRD.
+_RESERVED_PROTOCOLS = {
+    0: "unspec: BIRD skips such routes",
+    1: "redirect: BIRD deletes such routes",
+    2: "kernel: the kernel's own routes, BIRD ignores them",
+    3: "boot: what `ip route add` uses when no proto is given, so an operator's "
+    "hand-made routes would look like kzgate's",
+    12: "bird: BIRD treats such routes as its own",
+}
+
+
+def _routes(t: Table) -> RoutesConfig:
+    d = RoutesConfig()
+    table = t.get("table", integer(1, 2**32 - 1), d.table)
+    if table in _RESERVED_TABLES:
+        t.error("table", f"must not be {table}: the kernel's {_RESERVED_TABLES[table]} table")
+    protocol = t.get("protocol", integer(0, 255), d.protocol)
+    if protocol in _RESERVED_PROTOCOLS:
+        t.error(
+            "protocol", f"must not be {protocol} ({_RESERVED_PROTOCOLS[protocol]}); 252 is free"
+        )
+    cfg = RoutesConfig(
+        enabled=t.get("enabled", boolean, d.enabled),
+        table=table,
+        type=t.get("type", choice(ROUTE_TYPES), d.type),
+        protocol=protocol,
+        netns=t.optional("netns", netns_name),
+    )
     t.close()
     return cfg

@@ -6,8 +6,12 @@ so test_replay.py replays it through the whole harness too.
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
+from kzgate.enforce.nft.decode import parse_ack
+from kzgate.enforce.nft.wire import Message
 from kzgate.errors import InvalidTask, Malformed
 from kzgate.protocol.jsonstrict import loads_object
 from kzgate.protocol.schema import parse_task, url
@@ -62,3 +66,12 @@ def test_text_with_c1_controls_or_unicode_line_breaks_is_refused(char: str, fiel
 def test_text_with_other_unicode_is_kept() -> None:
     task = parse_task(restrict(ground="Закон «О связи», ст. 41-1 \u200e\u00a0"), b"{}", "kid")
     assert task.ground == "Закон «О связи», ст. 41-1 \u200e\u00a0"
+
+
+def test_an_error_ack_with_a_short_offset_attribute_is_read() -> None:
+    # routes_decode (corpus finding-short-ack-offset): an NLMSGERR_ATTR_OFFS of fewer than 4
+    # bytes made parse_ack (shared by the nft and routes enforcers) raise struct.error.
+    echoed = struct.pack("=IHHII", 16, 24, 5, 9, 0)
+    tlv = struct.pack("=HH", 6, 2) + b"\x01\x02" + b"\0\0"  # OFFS with a 2-byte value
+    ack = parse_ack(Message(2, 0x300, 9, 0, struct.pack("=i", -22) + echoed + tlv))
+    assert (ack.seq, ack.errno, ack.offset) == (9, 22, None)

@@ -172,6 +172,20 @@ def namespace_pair() -> Iterator[Pair]:
         delete_pair(pair)
 
 
+@contextlib.contextmanager
+def namespace(ready: Iterable[str] = ("lo",)) -> Iterator[str]:
+    """One bare namespace (its ``ready`` links up) for the length of a ``with`` block."""
+    ns = f"{PREFIX}{next(_numbers)}r"
+    _created.add(ns)
+    try:
+        ip(f"netns add {ns}")
+        for link in ready:
+            ip(f"-n {ns} link set {link} up")
+        yield ns
+    finally:
+        delete_namespace(ns)
+
+
 def delete_pair(pair: Pair) -> None:
     for ns in (pair.client, pair.server):
         delete_namespace(ns)

@@ -62,3 +62,12 @@ def test_block_mode_waits_for_a_restart_when_the_rpz_zone_follows_it() -> None:
     assert plan.restart == ("dns.block_mode",)
     assert plan.live == ("dns.block_ttl",)
     assert plan.merged.dns.block_mode == "nxdomain"
+
+
+def test_every_routes_setting_waits_for_a_restart() -> None:
+    old = cfg(routes={"enabled": True})
+    new = cfg(routes={"enabled": True, "table": 667, "type": "prohibit", "protocol": 251})
+    plan = plan_reload(old, new)
+    assert plan.restart == ("routes.protocol", "routes.table", "routes.type")
+    assert plan.live == ()
+    assert (plan.merged.routes.table, plan.merged.routes.type) == (666, "blackhole")

@@ -29,6 +29,10 @@ def test_the_index_comes_first_and_nftables_off_means_the_dry_run(
     assert names(tmp_path, pki, rpz=RPZ) == ["dns", "dns-workers", "rpz", "dryrun"]
     nft = {"enabled": True, "hooks": ["output"]}
     assert names(tmp_path, pki, rpz=RPZ, nftables=nft) == ["dns", "dns-workers", "rpz", "nft"]
+    routes = {"enabled": True, "table": 666, "type": "blackhole", "protocol": 252}
+    assert names(tmp_path, pki, nftables=nft, routes=routes) == [
+        "dns", "dns-workers", "nft", "routes",
+    ]  # fmt: skip
 
 
 def test_the_dns_workers_are_forked_from_the_index_the_first_enforcer_keeps(

@@ -65,7 +65,7 @@ def parse_ack(msg: Message) -> Ack:
         tlvs = attr_map(msg.payload, start)
         if NLMSGERR_ATTR_MSG in tlvs:
             message = text(tlvs[NLMSGERR_ATTR_MSG])
-        if NLMSGERR_ATTR_OFFS in tlvs:
+        if len(tlvs.get(NLMSGERR_ATTR_OFFS, b"")) >= 4:  # a shorter one says nothing
             (offset,) = struct.unpack("=I", tlvs[NLMSGERR_ATTR_OFFS][:4])
     return Ack(seq=seq, errno=-error, message=message, offset=offset)
 

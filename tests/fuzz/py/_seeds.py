@@ -538,6 +538,42 @@ def feed_task_lists() -> Seeds:
     yield "empty", b""
 
 
+def route_datagrams() -> Seeds:
+    """rtnetlink datagrams: our own messages, a real dump (test_routes_wire.py), acks, damage."""
+    import ipaddress
+
+    from kzgate.enforce.routes.encode import add, delete, dump_request
+
+    v4, v6 = ipaddress.ip_network("10.1.2.0/24"), ipaddress.ip_network("2001:db8::/48")
+    yield "add-v4", add(1, v4, 666, 252, 6)
+    yield "add-v6", add(2, v6, 666, 252, 8)
+    yield "delete-v4", delete(3, v4, 666, 252, 6)
+    yield "delete-v6", delete(4, v6, 666, 252, 7)
+    yield "default-v4", add(5, ipaddress.ip_network("0.0.0.0/0"), 666, 252, 6)[:36]
+    yield "host-v6", add(6, ipaddress.ip_network("2001:db8::1/128"), 2**32 - 1, 255, 6)
+    yield "batch", b"".join(add(i, v4, 666, 252, 6) for i in range(8))
+    yield "dump-request", dump_request(7, 2, 666, 252)
+    dump = bytes.fromhex(
+        "740000001800220001000000462a00000a300000fcfc00060000000008000f009a020000"
+        "1400010020010db800000000000000000000000008000600000400000800040001000000"
+        "24000c00000000000000000000000000000000000000000000000000000000000000000005001400000000"
+        "00140000000300220001000000462a000000000000"
+    )
+    yield "dump-v6", dump
+    yield "done", struct.pack("=IHHIIi", 20, 3, 2, 1, 0, 0)
+    ack = struct.pack("=IHHIIi", 36, 2, 0x100, 9, 0, 0) + struct.pack("=IHHII", 44, 24, 5, 9, 0)
+    yield "ack", ack
+    err = struct.pack("=IHHIIi", 36, 2, 0x100, 9, 0, -3) + struct.pack("=IHHII", 44, 25, 5, 9, 0)
+    yield "error-esrch", err
+    msg = add(1, v4, 666, 252, 6)
+    yield "truncated", msg[:30]
+    yield "dst-len-33", msg[:17] + b"\x21" + msg[18:]
+    yield "host-bits", msg[:17] + b"\x10" + msg[18:]
+    yield "family-7", msg[:16] + b"\x07" + msg[17:]
+    yield "attr-zero-length", msg[:28] + b"\x00\x00\x0f\x00" + msg[32:]
+    yield "empty", b""
+
+
 WRITERS: dict[str, Callable[[], Seeds]] = {
     "dns_wire_query": queries,
     "dns_engine_query": queries,
@@ -549,6 +585,7 @@ WRITERS: dict[str, Callable[[], Seeds]] = {
     "task_signed": payloads,
     "json_strict": json_texts,
     "feed_tasks": feed_task_lists,
+    "routes_decode": route_datagrams,
 }
 
 

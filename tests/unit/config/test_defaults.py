@@ -32,6 +32,7 @@ from kzgate.config import (
     OperatorConfig,
     RateLimitConfig,
     RegisterConfig,
+    RoutesConfig,
     RpzConfig,
     TsigConfig,
     parse_config,
@@ -61,6 +62,7 @@ SECTIONS: list[tuple[str, Callable[[Config], Any], type]] = [
     ("metrics", lambda c: c.metrics, MetricsConfig),
     ("log", lambda c: c.log, LogConfig),
     ("rpz", lambda c: c.rpz, RpzConfig),
+    ("routes", lambda c: c.routes, RoutesConfig),
 ]
 
 # Fields without a dataclass default: the required keys, and the two whose
@@ -82,6 +84,7 @@ NO_DEFAULT: dict[type, set[str]] = {
     MetricsConfig: set(),
     LogConfig: set(),
     RpzConfig: set(),
+    RoutesConfig: set(),
     TsigConfig: {"name", "algorithm", "secret_file"},
 }
 
@@ -99,6 +102,7 @@ def field_defaults(cls: type) -> dict[str, object]:
 def with_empty_sections(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with every optional section written out as an empty mapping."""
     out = dict(doc, dns={"tcp": {}}, nftables={}, register={}, metrics={}, log={}, rpz={})
+    out["routes"] = {}
     out["api"] = dict(doc["api"], rate_limit={})
     return out
 
@@ -124,6 +128,7 @@ def test_the_whole_parsed_default_equals_the_built_default() -> None:
     assert cfg.metrics == MetricsConfig()
     assert cfg.log == LogConfig()
     assert cfg.rpz == RpzConfig()
+    assert cfg.routes == RoutesConfig()
     assert cfg.api == ApiConfig(tls_cert=cfg.api.tls_cert, tls_key=cfg.api.tls_key)
 
 

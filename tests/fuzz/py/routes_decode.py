@@ -1,0 +1,40 @@
+"""Fuzz how kzgate/enforce/routes/ reads rtnetlink datagrams: wire.messages, then decode.route.
+
+The bytes are one datagram on the routes monitor or writer socket (a route
+notification, a dump part, an ack). The kernel writes them, but a monitor in
+the route groups hears every table's changes, and the decoder must not be the
+weak point: ``route`` documents no error, it returns a Route or None. A Route
+it returns must be one kzgate could have written: its prefix's family and
+length agree with the message, and encoding it again and decoding that gives
+the same Route.
+"""
+
+from __future__ import annotations
+
+from _harness import fuzz, instrumented
+
+with instrumented(__name__):
+    from kzgate.enforce.nft.decode import parse_ack
+    from kzgate.enforce.nft.wire import NLMSG_ERROR, messages
+    from kzgate.enforce.routes.decode import Route, route
+    from kzgate.enforce.routes.encode import add
+
+MAX_LEN = 65535  # a netlink read here takes at most 1 MiB; 64 KiB keeps the fuzzer fast
+TIMEOUT = 5  # seconds per input
+
+
+def target(data: bytes) -> None:
+    for msg in messages(data):
+        if msg.kind == NLMSG_ERROR and len(msg.payload) >= 4:
+            parse_ack(msg)
+        found = route(msg)
+        if found is None:
+            continue
+        assert isinstance(found, Route)
+        assert 0 <= found.table < 2**32 and 0 <= found.protocol < 256 and 0 <= found.type < 256
+        (again,) = messages(add(1, found.prefix, found.table, found.protocol, found.type))
+        assert route(again) == found, "a decoded route does not survive a round trip"
+
+
+if __name__ == "__main__":
+    fuzz(target)
