@@ -42,11 +42,11 @@ def iproute2(flags: int, kind: int, body: str) -> bytes:
     return struct.pack("=IHHII", 16 + len(data), kind, flags, SEQ, 0) + data
 
 
-# ip route replace table 666 proto 252 blackhole 10.1.2.0/24
-IP_REPLACE_V4 = iproute2(0x505, 24, "021800 0000fc0006 00000000 08000f009a020000 080001000a010200")
-# ip -6 route replace table 666 proto 252 prohibit 2001:db8::/48
-IP_REPLACE_V6 = iproute2(
-    0x505, 24, "0a3000 0000fc0008 00000000 08000f009a020000 1400010020010db8" + "00" * 12
+# ip route add table 666 proto 252 blackhole 10.1.2.0/24 (CREATE|EXCL, never REPLACE)
+IP_ADD_V4 = iproute2(0x605, 24, "021800 0000fc0006 00000000 08000f009a020000 080001000a010200")
+# ip -6 route add table 666 proto 252 prohibit 2001:db8::/48
+IP_ADD_V6 = iproute2(
+    0x605, 24, "0a3000 0000fc0008 00000000 08000f009a020000 1400010020010db8" + "00" * 12
 )
 # ip route del table 666 proto 252 blackhole 10.1.2.0/24 (scope NOWHERE: any)
 IP_DELETE_V4 = iproute2(0x5, 25, "021800 0000fcff06 00000000 08000f009a020000 080001000a010200")
@@ -56,9 +56,9 @@ IP_DELETE_V6 = iproute2(
 )
 
 
-def test_adds_are_what_ip_route_replace_sends() -> None:
-    assert add(SEQ, net("10.1.2.0/24"), 666, 252, RTN_BLACKHOLE) == IP_REPLACE_V4
-    assert add(SEQ, net("2001:db8::/48"), 666, 252, RTN_PROHIBIT) == IP_REPLACE_V6
+def test_adds_are_what_ip_route_add_sends() -> None:
+    assert add(SEQ, net("10.1.2.0/24"), 666, 252, RTN_BLACKHOLE) == IP_ADD_V4
+    assert add(SEQ, net("2001:db8::/48"), 666, 252, RTN_PROHIBIT) == IP_ADD_V6
 
 
 def test_deletes_are_what_ip_route_del_sends() -> None:
@@ -237,11 +237,16 @@ def test_the_kernel_filter_keeps_others_changes_of_our_protocol(
 
 
 class FakeSocket:
-    """Acks every message with success, recording the time and size of each send."""
+    """The kernel's answers as rtnetlink gives them: an ack where NLM_F_ACK asks, an error always.
 
-    def __init__(self) -> None:
+    ``refuse`` maps a seq to the errno its message gets; each answer is its own datagram.
+    """
+
+    def __init__(self, refuse: dict[int, int] | None = None) -> None:
         self.sends: list[tuple[float, int]] = []
-        self.pending = b""
+        self.pending: list[bytes] = []
+        self.refuse = refuse or {}
+        self.asked: list[int] = []  # seqs sent with NLM_F_ACK
 
     def getsockname(self) -> tuple[int, int]:
         return (4242, 0)
@@ -253,18 +258,35 @@ class FakeSocket:
         import time
 
         self.sends.append((time.monotonic(), len(list(messages(data)))))
-        acks = []
         for msg in messages(data):
-            acks.append(struct.pack("=IHHIIi", 36, 2, 0x100, msg.seq, 4242, 0))
-            acks[-1] += struct.pack("=IHHII", len(msg.payload) + 16, msg.kind, 0, msg.seq, 0)
-        self.pending = b"".join(acks)
+            code = self.refuse.get(msg.seq, 0)
+            if msg.flags & 0x4:
+                self.asked.append(msg.seq)
+            if code or msg.flags & 0x4:
+                answer = struct.pack("=IHHIIi", 36, 2, 0x100, msg.seq, 4242, -code)
+                answer += struct.pack("=IHHII", len(msg.payload) + 16, msg.kind, 0, msg.seq, 0)
+                self.pending.append(answer)
         return len(data)
 
     def recv(self, _: int, flags: int = 0) -> bytes:
         if not self.pending:
             raise BlockingIOError
-        out, self.pending = self.pending, b""
-        return out
+        return self.pending.pop(0)
+
+
+def test_only_a_chunks_last_message_is_acked_and_every_error_is_reported() -> None:
+    import errno
+
+    changes: list[Change] = [
+        (RTM_NEWROUTE, ipaddress.IPv4Network((i << 8, 24)), RTN_BLACKHOLE) for i in range(5000)
+    ]
+    sock = FakeSocket(refuse={3: errno.EEXIST, 4096: errno.EINVAL, 4097: errno.ESRCH})
+    writer = RouteSocket(sock)  # type: ignore[arg-type]
+    failed = writer.write(changes, 666, 252, ignore=frozenset({errno.ESRCH}))
+    assert failed == {2: errno.EEXIST, 4095: errno.EINVAL}  # 4096 is the first chunk's barrier
+    assert [n for _, n in sock.sends] == [4096, 904]
+    assert sock.asked == [4096, 5000]  # one ack per chunk: its last message
+    assert not sock.pending  # every answer read: the next write starts clean
 
 
 def test_large_changes_are_paced_and_small_ones_are_not() -> None:
