@@ -29,8 +29,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from kzgate.enforce.nft.wire import NLMSG_DONE, NLMSG_ERROR, messages
-from kzgate.enforce.routes.decode import Ack, Route, acks, parse_ack, route
+from kzgate.enforce.nft.wire import NLMSG_ERROR
+from kzgate.enforce.routes.decode import Ack, Key, acks, dump_part, parse_ack
 from kzgate.enforce.routes.encode import ADD_FLAGS, DELETE_FLAGS, dump_request, route_message
 from kzgate.enforce.routes.errors import RoutesError, RoutesUnknown
 from kzgate.enforce.routes.wire import (
@@ -204,19 +204,21 @@ class RouteSocket:
                 if exc.errno != errno.ENOBUFS:
                     raise
 
-    def dump(self, table: int, protocol: int) -> list[Route]:
-        """Every route of ``protocol`` in ``table``, both families (the kernel filters)."""
-        out: list[Route] = []
+    def dump(self, table: int, protocol: int) -> dict[Key, int]:
+        """Every route of ``protocol`` in ``table``, both families (the kernel filters).
+
+        Keyed by (family, address, prefix length), to the route's type.
+        """
+        out: dict[Key, int] = {}
         for family in (AF_INET, AF_INET6):
-            out.extend(self._dump_family(family, table, protocol))
+            self._dump_family(family, table, protocol, out)
         return out
 
-    def _dump_family(self, family: int, table: int, protocol: int) -> list[Route]:
+    def _dump_family(self, family: int, table: int, protocol: int, out: dict[Key, int]) -> None:
         self._drain()
         self.seq += 1
         seq = self.seq
         self.sock.settimeout(ANSWER_TIMEOUT)
-        out: list[Route] = []
         try:
             self.sock.send(dump_request(seq, family, table, protocol))
             while True:
@@ -228,22 +230,15 @@ class RouteSocket:
                     if exc.errno == errno.ENOBUFS:
                         raise RoutesUnknown("the route dump overflowed the receive buffer") from exc
                     raise
-                for msg in messages(data):
-                    if msg.seq != seq:
-                        continue
-                    if msg.kind == NLMSG_DONE:
-                        return out
-                    if msg.kind == NLMSG_ERROR:
-                        ack = parse_ack(msg)
-                        if ack.errno == errno.ENOENT:
-                            return out  # the table does not exist yet: it holds nothing
-                        if ack.errno:
-                            raise RoutesError(f"route dump of table {table}: {ack.describe()}")
-                        return out
-                    found = route(msg)
-                    # the kernel filtered already; this keeps a kernel without
-                    # strict checking (before 4.20) from handing us others' routes
-                    if found is not None and found.table == table and found.protocol == protocol:
-                        out.append(found)
+                # dump_part checks table and protocol again: that keeps a kernel
+                # without strict checking (before 4.20) from handing us others' routes
+                end = dump_part(data, seq, table, protocol, out)
+                if end is None:
+                    continue
+                if end.kind == NLMSG_ERROR:
+                    ack = parse_ack(end)
+                    if ack.errno and ack.errno != errno.ENOENT:  # ENOENT: no table yet, empty
+                        raise RoutesError(f"route dump of table {table}: {ack.describe()}")
+                return
         finally:
             self.sock.settimeout(None)

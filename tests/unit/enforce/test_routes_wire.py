@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kzgate.enforce.nft.wire import messages
-from kzgate.enforce.routes.decode import Route, route
+from kzgate.enforce.routes.decode import Key, Route, dump_part, route
 from kzgate.enforce.routes.drift import DriftDetector, filter_program
 from kzgate.enforce.routes.encode import ADD_FLAGS, DELETE_FLAGS, add, delete, dump_request
 from kzgate.enforce.routes.netlink import Change, Pace, RouteSocket
@@ -102,6 +102,46 @@ def test_a_real_dump_decodes_to_our_routes() -> None:
     ]
 
 
+def slow_dump(data: bytes, seq: int, table: int, protocol: int) -> dict[Key, int]:
+    """What dump_part must find: ``route`` on each message of ``seq`` up to the dump's end."""
+    out: dict[Key, int] = {}
+    for msg in messages(data):
+        if msg.seq != seq:
+            continue
+        if msg.kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
+            break
+        r = route(msg)
+        if r is not None and r.table == table and r.protocol == protocol:
+            family = 2 if r.prefix.version == 4 else 10
+            out[(family, int(r.prefix.network_address), r.prefix.prefixlen)] = r.type
+    return out
+
+
+def test_the_fast_dump_reader_reads_a_real_dump() -> None:
+    found: dict[Key, int] = {}
+    end = dump_part(DUMP_V4, 1, 666, 252, found)
+    assert end is not None and end.kind == 3
+    assert dump_part(DUMP_V6, 1, 666, 252, found) is not None
+    assert found == {
+        (2, 0, 0): RTN_BLACKHOLE,
+        (2, 0x0A010200, 24): RTN_BLACKHOLE,
+        (2, 0xC0000207, 32): RTN_UNREACHABLE,
+        (10, 0x20010DB8 << 96, 48): RTN_BLACKHOLE,
+        (10, 0x20010DB8_0001 << 80 | 1, 128): RTN_PROHIBIT,
+    }
+    assert found == slow_dump(DUMP_V4, 1, 666, 252) | slow_dump(DUMP_V6, 1, 666, 252)
+    assert dump_part(DUMP_V4, 2, 666, 252, {}) is None  # another seq: not ours, no end
+
+
+@given(st.binary(max_size=300), st.integers(0, 3), st.sampled_from([666, 0]))
+def test_the_fast_dump_reader_agrees_with_route_on_any_bytes(
+    data: bytes, seq: int, table: int
+) -> None:
+    found: dict[Key, int] = {}
+    dump_part(data, seq, table, 252, found)
+    assert found == slow_dump(data, seq, table, 252)
+
+
 def test_the_dump_request_asks_the_kernel_to_filter() -> None:
     msg = next(messages(dump_request(9, 2, 666, 252)))
     assert (msg.kind, msg.flags, msg.seq) == (26, 0x301, 9)
@@ -163,6 +203,17 @@ def test_decode_reads_back_what_encode_wrote(
     for build in (add, delete):
         (msg,) = messages(build(1, prefix, table, proto, rtype))
         assert route(msg) == Route(prefix, table, proto, rtype)
+
+
+@given(st.lists(st.tuples(prefixes, types), max_size=20), st.integers(0, 3))
+def test_the_fast_dump_reader_reads_what_encode_wrote(
+    routes: list[tuple[IPNetwork, int]], cut: int
+) -> None:
+    data = b"".join(add(1, p, 666, 252, t) for p, t in routes)
+    data = data[: len(data) - cut]  # a truncated tail ends the walk, as in messages()
+    found: dict[Key, int] = {}
+    assert dump_part(data, 1, 666, 252, found) is None
+    assert found == slow_dump(data, 1, 666, 252)
 
 
 @given(st.binary(max_size=200))
