@@ -15,7 +15,7 @@ runs the messages in order inside sendmsg and answers every one that fails
 with an error message (seq says which) whether or not it asked, so the last
 one's ack is the barrier after which the chunk's errors have all been read.
 One ack per chunk instead of one per route: 1M routes from empty 11.1 ->
-N s (bench/routes.py). Each answer costs about 832 bytes of receive buffer;
+6.8 s (bench/routes.py, unpaced). Each answer costs about 832 bytes of receive buffer;
 ``ACK_RCVBUF`` holds a whole chunk of errors with room to spare. If answers
 are lost anyway (ENOBUFS) the outcome of the chunk is unknown:
 RoutesUnknown, and the caller reconciles by dump.
