@@ -1,7 +1,7 @@
 """Routes enforcer benchmark, kernel side: kzgate's routing table in a namespace, no BIRD.
 
 1. 1,000,000 prefixes from empty (goal <= 5 s): ``reconcile`` (strict dump of
-   the empty table, then every add in acked chunks of 4,096), timed end to
+   the empty table, then every add in chunks of 4,096, one ack each), timed end to
    end, twice: unpaced (the kernel's and kzgate's capacity) and with the
    enforcer's pace (10,000 routes per 100 ms, for BIRD's sake: at least 10 s
    for 1M by design, see kzgate/enforce/routes/netlink.py);

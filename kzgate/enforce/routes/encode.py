@@ -7,11 +7,13 @@ attribute code in 2.4 s)::
     nlmsghdr | rtmsg{family, dst_len, 0, 0, table=0, protocol, scope, type, 0}
              | RTA_TABLE (u32) | RTA_DST (4 or 16 bytes)
 
-Byte for byte what ``ip route replace table 666 proto 252 blackhole
+Byte for byte what ``ip route add table 666 proto 252 blackhole
 192.0.2.0/24`` and ``ip route del ...`` send (captured with strace, iproute2
-6.1; tests/unit/enforce/test_routes_wire.py). A delete carries our protocol and type:
-the kernel then deletes only a matching route of ours, never one someone
-else put in the table under the same prefix (ESRCH instead).
+6.1; tests/unit/enforce/test_routes_wire.py). Neither ever changes a route
+someone else put in the table under the same prefix: an add is
+NLM_F_CREATE|NLM_F_EXCL (EEXIST when any route of that prefix and metric is
+there; NLM_F_REPLACE would overwrite another protocol's route), a delete
+carries our protocol and type (ESRCH unless the route is ours).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from kzgate.enforce.routes.wire import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
-    NLM_F_REPLACE,
+    NLM_F_EXCL,
     NLM_F_REQUEST,
     NLMSGHDR,
     RT_SCOPE_NOWHERE,
@@ -43,7 +45,7 @@ from kzgate.names import IPNetwork
 # header, rtmsg, RTA_TABLE (len, type, u32), RTA_DST (len, type, address)
 _V4 = struct.Struct("=IHHII BBBBBBBBI HHI HH4s")
 _V6 = struct.Struct("=IHHII BBBBBBBBI HHI HH16s")
-ADD_FLAGS = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE  # idempotent
+ADD_FLAGS = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL  # never over another's route
 DELETE_FLAGS = NLM_F_REQUEST | NLM_F_ACK
 
 

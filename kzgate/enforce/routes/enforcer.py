@@ -4,8 +4,11 @@ BIRD's kernel protocol learns the table and announces it to the routers as
 RTBH routes (configs/bird-rtbh.conf). Each route carries kzgate's protocol
 number (``routes.protocol``), and every read, delete and drift check is
 limited to that number and table, so kzgate never touches a route it did not
-make. Fail closed: ``close`` leaves the routes; only a diff's removals and a
-reconcile's surplus are ever deleted.
+make: an add never replaces a route of the same prefix that another protocol
+put in the table (EXCL: EEXIST); such a prefix is left to that route and
+shown in ``status()["routes"]["foreign_held"]``. Fail closed: ``close``
+leaves the routes; only a diff's removals and a reconcile's surplus are ever
+deleted.
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ import errno
 import logging
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
+from itertools import islice
 
 from kzgate.config import RoutesConfig
 from kzgate.enforce.base import Enforcer, StartError
 from kzgate.enforce.netns import run_in_netns
+from kzgate.enforce.routes.decode import Key
 from kzgate.enforce.routes.drift import DriftDetector, Monitor, open_monitor_socket
 from kzgate.enforce.routes.errors import RoutesError
 from kzgate.enforce.routes.netlink import PACE, Change, Pace, RouteSocket, open_socket
-from kzgate.enforce.routes.wire import ROUTE_TYPES, RTM_DELROUTE, RTM_NEWROUTE
+from kzgate.enforce.routes.wire import AF_INET, AF_INET6, ROUTE_TYPES, RTM_DELROUTE, RTM_NEWROUTE
 from kzgate.metrics import ROUTES, Collector, Reading, by_label
 from kzgate.model import Diff, InstructionRef, State
 from kzgate.names import IPNetwork
@@ -33,10 +38,21 @@ log = logging.getLogger("kzgate.enforce.routes")
 
 FAMILIES = ("ipv4", "ipv6")
 _GONE = frozenset({errno.ESRCH})  # a delete of a route already gone: the table is as wanted
+FOREIGN_SHOWN = 20  # prefixes held by others' routes named in the status
 
 
 def _family(net: IPNetwork) -> str:
     return "ipv4" if type(net) is IPv4Network else "ipv6"
+
+
+def _key(net: IPNetwork) -> Key:
+    family = AF_INET if type(net) is IPv4Network else AF_INET6
+    return (family, int(net.network_address), net.prefixlen)
+
+
+def _network(key: Key) -> IPNetwork:
+    family, address, length = key
+    return IPv4Network((address, length)) if family == AF_INET else IPv6Network((address, length))
 
 
 def _count(nets: Iterable[IPNetwork]) -> dict[str, int]:
@@ -74,6 +90,8 @@ class RoutesEnforcer(Enforcer):
         self.last_drift: dt.datetime | None = None
         self._held: dict[IPNetwork, int] = {}  # prefix -> route type, as the kernel last confirmed
         self._counts = _count(())
+        # Wanted prefixes that another protocol's route holds in our table (EEXIST on add).
+        self._foreign: dict[IPNetwork, None] = {}
         self._lock = asyncio.Lock()
         self._writer: RouteSocket | None = None
         self._monitor: Monitor | None = None
@@ -126,6 +144,12 @@ class RoutesEnforcer(Enforcer):
                 for net in diff.prefixes_removed
             ]
             new = [(RTM_NEWROUTE, net, self.rtype) for net in diff.prefixes_added]
+            # an add never replaces (EXCL): a route of ours of another type goes first
+            gone += [
+                (RTM_DELROUTE, net, rtype)
+                for net in diff.prefixes_added
+                if (rtype := self._held.get(net, self.rtype)) != self.rtype
+            ]
             await asyncio.to_thread(self._write, writer, gone, new)
 
     async def reconcile(self, state: State) -> Diff:
@@ -135,14 +159,29 @@ class RoutesEnforcer(Enforcer):
             return await asyncio.to_thread(self._reconcile, writer, state.prefixes)
 
     def _reconcile(self, writer: RouteSocket, wanted: Mapping[IPNetwork, InstructionRef]) -> Diff:
-        present = {r.prefix: r.type for r in writer.dump(self.cfg.table, self.cfg.protocol)}
-        self._held, self._counts = dict(present), _count(present)
-        gone = [(RTM_DELROUTE, net, rtype) for net, rtype in present.items() if net not in wanted]
-        new = [(RTM_NEWROUTE, net, self.rtype) for net in wanted if present.get(net) != self.rtype]
+        present = writer.dump(self.cfg.table, self.cfg.protocol)
+        # Compared by key: an ipaddress object per dumped route would cost ~1.5 s per 1M.
+        held: dict[IPNetwork, int] = {}
+        gone: list[Change] = []
+        new: list[Change] = []
+        for net in wanted:
+            rtype = present.pop(_key(net), None)
+            if rtype is None:
+                new.append((RTM_NEWROUTE, net, self.rtype))
+                continue
+            held[net] = rtype
+            if rtype != self.rtype:  # ours of another type: deleted and added again (EXCL)
+                gone.append((RTM_DELROUTE, net, rtype))
+                new.append((RTM_NEWROUTE, net, self.rtype))
+        surplus = [(_network(key), rtype) for key, rtype in present.items()]
+        gone += [(RTM_DELROUTE, net, rtype) for net, rtype in surplus]
+        held.update(surplus)
+        self._held, self._counts = held, _count(held)
+        self._foreign = {}  # every wanted prefix not ours is tried again below
         self._write(writer, gone, new)
         return Diff(
-            prefixes_added={net: wanted[net] for _, net, _ in new},
-            prefixes_removed=frozenset(net for _, net, _ in gone),
+            prefixes_added={net: wanted[net] for _, net, _ in new if net not in self._foreign},
+            prefixes_removed=frozenset(net for net, _ in surplus),
         )
 
     def uncarried(self, diff: Diff) -> Diff:
@@ -155,6 +194,7 @@ class RoutesEnforcer(Enforcer):
         return [Reading(ROUTES, lambda: by_label(self.route_counts()))]
 
     def status(self) -> dict[str, object]:
+        foreign = self._foreign  # replaced, never changed, by a write: safe to iterate here
         return {
             "routes": {
                 "table": self.cfg.table,
@@ -162,6 +202,10 @@ class RoutesEnforcer(Enforcer):
                 "type": self.cfg.type,
                 "routes": self.route_counts(),
                 "drift_seen": self.drift_seen,
+                "foreign_held": {
+                    "count": len(foreign),
+                    "prefixes": [str(net) for net in islice(foreign, FOREIGN_SHOWN)],
+                },
                 "last_drift": self.last_drift.isoformat() if self.last_drift else None,
             }
         }
@@ -187,18 +231,36 @@ class RoutesEnforcer(Enforcer):
         """
         changes = gone + new
         failed = writer.write(changes, self.cfg.table, self.cfg.protocol, self.pace, ignore=_GONE)
-        held, counts = self._held, dict(self._counts)
+        held, counts, foreign = self._held, dict(self._counts), dict(self._foreign)
+        taken: list[IPNetwork] = []
         for i, (kind, net, rtype) in enumerate(changes):
-            if i in failed:
-                continue
+            code = failed.get(i)
             if kind == RTM_DELROUTE:
-                if held.pop(net, None) is not None:
+                foreign.pop(net, None)  # no longer wanted, or wanted with another type
+                if code is None and held.pop(net, None) is not None:
                     counts[_family(net)] -= 1
-            else:
+            elif code is None:
+                foreign.pop(net, None)
                 if net not in held:
                     counts[_family(net)] += 1
                 held[net] = rtype
-        self._counts = counts
+            elif code == errno.EEXIST:
+                del failed[i]
+                if net not in held:
+                    # Another protocol's route of this prefix is in the table:
+                    # it is not ours to replace. Not an error: retrying (the
+                    # repair loop) would meet the same route for ever.
+                    foreign[net] = None
+                    taken.append(net)
+        self._counts, self._foreign = counts, foreign
+        if taken:
+            log.warning(
+                "%d prefix(es) left to another protocol's route in table %d (%d in all): %s",
+                len(taken),
+                self.cfg.table,
+                len(foreign),
+                ", ".join(str(net) for net in taken[:5]),
+            )
         if failed:
             raise RoutesError(_describe(failed, changes, "change"))
 

@@ -1,4 +1,5 @@
-"""Fuzz how kzgate/enforce/routes/ reads rtnetlink datagrams: wire.messages, then decode.route.
+"""Fuzz how kzgate/enforce/routes/ reads rtnetlink datagrams: wire.messages, then decode.route;
+and decode.dump_part, the reconcile's fast reader, which must find what route finds.
 
 The bytes are one datagram on the routes monitor or writer socket (a route
 notification, a dump part, an ack). The kernel writes them, but a monitor in
@@ -16,7 +17,7 @@ from _harness import fuzz, instrumented
 with instrumented(__name__):
     from kzgate.enforce.nft.decode import parse_ack
     from kzgate.enforce.nft.wire import NLMSG_ERROR, messages
-    from kzgate.enforce.routes.decode import Route, route
+    from kzgate.enforce.routes.decode import Key, Route, dump_part, route
     from kzgate.enforce.routes.encode import add
 
 MAX_LEN = 65535  # a netlink read here takes at most 1 MiB; 64 KiB keeps the fuzzer fast
@@ -24,6 +25,23 @@ TIMEOUT = 5  # seconds per input
 
 
 def target(data: bytes) -> None:
+    # dump_part (the reconcile's fast reader) finds what route finds, seq 1, table 666, proto 252
+    fast: dict[Key, int] = {}
+    end = dump_part(data, 1, 666, 252, fast)
+    slow: dict[Key, int] = {}
+    for msg in messages(data):
+        if msg.seq != 1:
+            continue
+        if msg.kind in (2, 3):
+            assert end is not None and (end.kind, end.payload) == (msg.kind, msg.payload)
+            break
+        r = route(msg)
+        if r is not None and r.table == 666 and r.protocol == 252:
+            family = 2 if r.prefix.version == 4 else 10
+            slow[(family, int(r.prefix.network_address), r.prefix.prefixlen)] = r.type
+    else:
+        assert end is None
+    assert fast == slow, "dump_part and route disagree"
     for msg in messages(data):
         if msg.kind == NLMSG_ERROR and len(msg.payload) >= 4:
             parse_ack(msg)

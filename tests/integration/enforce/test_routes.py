@@ -154,6 +154,56 @@ async def test_routes_not_ours_are_never_touched(ns: str, routes: Running) -> No
     assert (await table(ns, 667), await table(ns, 254)) == others
 
 
+async def test_a_prefix_another_protocol_routes_is_left_to_it_and_shown(
+    ns: str, routes: Running
+) -> None:
+    """Restrict and resume of a prefix a `proto static` route holds in our table: never touched."""
+    ip(ns, "route add table 666 proto static unreachable 10.9.0.0/16")
+    ip(ns, "-6 route add table 666 proto static prohibit 2001:db8:9::/48")
+    foreign = {(net("10.9.0.0/16"), 4, 7), (net("2001:db8:9::/48"), 4, 8)}
+    e = routes.enforcer
+    both = prefixes("10.9.0.0/16", "2001:db8:9::/48")
+    state = State({}, both | prefixes("192.0.2.7/32"))
+    fixed = await e.reconcile(state)  # no RoutesError: a repair would meet the same route again
+    assert await table(ns) == foreign | {(net("192.0.2.7/32"), PROTO, 6)}
+    assert set(fixed.prefixes_added) == {net("192.0.2.7/32")}
+    status = e.status()["routes"]
+    assert status["foreign_held"] == {  # type: ignore[index]
+        "count": 2,
+        "prefixes": ["10.9.0.0/16", "2001:db8:9::/48"],
+    }
+    assert e.route_counts() == {"ipv4": 1, "ipv6": 0}
+    assert (await e.reconcile(state)).is_empty()
+    # a restrict by diff, then the resume: the foreign routes stay as they were
+    await e.apply(Diff(prefixes_removed=frozenset(both)))
+    assert e.status()["routes"]["foreign_held"]["count"] == 0  # type: ignore[index]
+    await e.apply(Diff(prefixes_added=both))
+    assert e.status()["routes"]["foreign_held"]["count"] == 2  # type: ignore[index]
+    assert await table(ns) == foreign | {(net("192.0.2.7/32"), PROTO, 6)}
+    await e.apply(Diff(prefixes_removed=frozenset(both)))
+    assert await table(ns) == foreign | {(net("192.0.2.7/32"), PROTO, 6)}
+    assert e.status()["routes"]["foreign_held"] == {"count": 0, "prefixes": []}  # type: ignore[index]
+    # once the other route is gone, the next reconcile writes ours
+    ip(ns, "route del table 666 proto static unreachable 10.9.0.0/16")
+    await e.reconcile(state)
+    assert (net("10.9.0.0/16"), PROTO, 6) in await table(ns)
+    assert e.status()["routes"]["foreign_held"]["prefixes"] == ["2001:db8:9::/48"]  # type: ignore[index]
+
+
+async def test_a_new_type_replaces_ours_of_the_old_type(ns: str, routes: Running) -> None:
+    state = State({}, prefixes("192.0.2.7/32", "2001:db8::/48"))
+    await routes.enforcer.reconcile(state)
+    run = Running(ns, type="prohibit")
+    await run.enforcer.start()
+    try:
+        fixed = await run.enforcer.reconcile(state)
+        assert not fixed.prefixes_removed
+        assert await ours(ns, 8) == set(state.prefixes)
+        assert run.enforcer.status()["routes"]["foreign_held"]["count"] == 0  # type: ignore[index]
+    finally:
+        await run.enforcer.close()
+
+
 async def test_a_foreign_delete_of_ours_is_drift_and_reconcile_repairs_it(
     ns: str, routes: Running
 ) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kzgate.enforce.nft.wire import messages
-from kzgate.enforce.routes.decode import Route, route
+from kzgate.enforce.routes.decode import Key, Route, dump_part, route
 from kzgate.enforce.routes.drift import DriftDetector, filter_program
 from kzgate.enforce.routes.encode import ADD_FLAGS, DELETE_FLAGS, add, delete, dump_request
 from kzgate.enforce.routes.netlink import Change, Pace, RouteSocket
@@ -42,11 +42,11 @@ def iproute2(flags: int, kind: int, body: str) -> bytes:
     return struct.pack("=IHHII", 16 + len(data), kind, flags, SEQ, 0) + data
 
 
-# ip route replace table 666 proto 252 blackhole 10.1.2.0/24
-IP_REPLACE_V4 = iproute2(0x505, 24, "021800 0000fc0006 00000000 08000f009a020000 080001000a010200")
-# ip -6 route replace table 666 proto 252 prohibit 2001:db8::/48
-IP_REPLACE_V6 = iproute2(
-    0x505, 24, "0a3000 0000fc0008 00000000 08000f009a020000 1400010020010db8" + "00" * 12
+# ip route add table 666 proto 252 blackhole 10.1.2.0/24 (CREATE|EXCL, never REPLACE)
+IP_ADD_V4 = iproute2(0x605, 24, "021800 0000fc0006 00000000 08000f009a020000 080001000a010200")
+# ip -6 route add table 666 proto 252 prohibit 2001:db8::/48
+IP_ADD_V6 = iproute2(
+    0x605, 24, "0a3000 0000fc0008 00000000 08000f009a020000 1400010020010db8" + "00" * 12
 )
 # ip route del table 666 proto 252 blackhole 10.1.2.0/24 (scope NOWHERE: any)
 IP_DELETE_V4 = iproute2(0x5, 25, "021800 0000fcff06 00000000 08000f009a020000 080001000a010200")
@@ -56,9 +56,9 @@ IP_DELETE_V6 = iproute2(
 )
 
 
-def test_adds_are_what_ip_route_replace_sends() -> None:
-    assert add(SEQ, net("10.1.2.0/24"), 666, 252, RTN_BLACKHOLE) == IP_REPLACE_V4
-    assert add(SEQ, net("2001:db8::/48"), 666, 252, RTN_PROHIBIT) == IP_REPLACE_V6
+def test_adds_are_what_ip_route_add_sends() -> None:
+    assert add(SEQ, net("10.1.2.0/24"), 666, 252, RTN_BLACKHOLE) == IP_ADD_V4
+    assert add(SEQ, net("2001:db8::/48"), 666, 252, RTN_PROHIBIT) == IP_ADD_V6
 
 
 def test_deletes_are_what_ip_route_del_sends() -> None:
@@ -100,6 +100,46 @@ def test_a_real_dump_decodes_to_our_routes() -> None:
         Route(net("2001:db8:1::1/128"), 666, 252, RTN_PROHIBIT),
         None,
     ]
+
+
+def slow_dump(data: bytes, seq: int, table: int, protocol: int) -> dict[Key, int]:
+    """What dump_part must find: ``route`` on each message of ``seq`` up to the dump's end."""
+    out: dict[Key, int] = {}
+    for msg in messages(data):
+        if msg.seq != seq:
+            continue
+        if msg.kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
+            break
+        r = route(msg)
+        if r is not None and r.table == table and r.protocol == protocol:
+            family = 2 if r.prefix.version == 4 else 10
+            out[(family, int(r.prefix.network_address), r.prefix.prefixlen)] = r.type
+    return out
+
+
+def test_the_fast_dump_reader_reads_a_real_dump() -> None:
+    found: dict[Key, int] = {}
+    end = dump_part(DUMP_V4, 1, 666, 252, found)
+    assert end is not None and end.kind == 3
+    assert dump_part(DUMP_V6, 1, 666, 252, found) is not None
+    assert found == {
+        (2, 0, 0): RTN_BLACKHOLE,
+        (2, 0x0A010200, 24): RTN_BLACKHOLE,
+        (2, 0xC0000207, 32): RTN_UNREACHABLE,
+        (10, 0x20010DB8 << 96, 48): RTN_BLACKHOLE,
+        (10, 0x20010DB8_0001 << 80 | 1, 128): RTN_PROHIBIT,
+    }
+    assert found == slow_dump(DUMP_V4, 1, 666, 252) | slow_dump(DUMP_V6, 1, 666, 252)
+    assert dump_part(DUMP_V4, 2, 666, 252, {}) is None  # another seq: not ours, no end
+
+
+@given(st.binary(max_size=300), st.integers(0, 3), st.sampled_from([666, 0]))
+def test_the_fast_dump_reader_agrees_with_route_on_any_bytes(
+    data: bytes, seq: int, table: int
+) -> None:
+    found: dict[Key, int] = {}
+    dump_part(data, seq, table, 252, found)
+    assert found == slow_dump(data, seq, table, 252)
 
 
 def test_the_dump_request_asks_the_kernel_to_filter() -> None:
@@ -163,6 +203,17 @@ def test_decode_reads_back_what_encode_wrote(
     for build in (add, delete):
         (msg,) = messages(build(1, prefix, table, proto, rtype))
         assert route(msg) == Route(prefix, table, proto, rtype)
+
+
+@given(st.lists(st.tuples(prefixes, types), max_size=20), st.integers(0, 3))
+def test_the_fast_dump_reader_reads_what_encode_wrote(
+    routes: list[tuple[IPNetwork, int]], cut: int
+) -> None:
+    data = b"".join(add(1, p, 666, 252, t) for p, t in routes)
+    data = data[: len(data) - cut]  # a truncated tail ends the walk, as in messages()
+    found: dict[Key, int] = {}
+    assert dump_part(data, 1, 666, 252, found) is None
+    assert found == slow_dump(data, 1, 666, 252)
 
 
 @given(st.binary(max_size=200))
@@ -237,11 +288,16 @@ def test_the_kernel_filter_keeps_others_changes_of_our_protocol(
 
 
 class FakeSocket:
-    """Acks every message with success, recording the time and size of each send."""
+    """The kernel's answers as rtnetlink gives them: an ack where NLM_F_ACK asks, an error always.
 
-    def __init__(self) -> None:
+    ``refuse`` maps a seq to the errno its message gets; each answer is its own datagram.
+    """
+
+    def __init__(self, refuse: dict[int, int] | None = None) -> None:
         self.sends: list[tuple[float, int]] = []
-        self.pending = b""
+        self.pending: list[bytes] = []
+        self.refuse = refuse or {}
+        self.asked: list[int] = []  # seqs sent with NLM_F_ACK
 
     def getsockname(self) -> tuple[int, int]:
         return (4242, 0)
@@ -253,18 +309,35 @@ class FakeSocket:
         import time
 
         self.sends.append((time.monotonic(), len(list(messages(data)))))
-        acks = []
         for msg in messages(data):
-            acks.append(struct.pack("=IHHIIi", 36, 2, 0x100, msg.seq, 4242, 0))
-            acks[-1] += struct.pack("=IHHII", len(msg.payload) + 16, msg.kind, 0, msg.seq, 0)
-        self.pending = b"".join(acks)
+            code = self.refuse.get(msg.seq, 0)
+            if msg.flags & 0x4:
+                self.asked.append(msg.seq)
+            if code or msg.flags & 0x4:
+                answer = struct.pack("=IHHIIi", 36, 2, 0x100, msg.seq, 4242, -code)
+                answer += struct.pack("=IHHII", len(msg.payload) + 16, msg.kind, 0, msg.seq, 0)
+                self.pending.append(answer)
         return len(data)
 
     def recv(self, _: int, flags: int = 0) -> bytes:
         if not self.pending:
             raise BlockingIOError
-        out, self.pending = self.pending, b""
-        return out
+        return self.pending.pop(0)
+
+
+def test_only_a_chunks_last_message_is_acked_and_every_error_is_reported() -> None:
+    import errno
+
+    changes: list[Change] = [
+        (RTM_NEWROUTE, ipaddress.IPv4Network((i << 8, 24)), RTN_BLACKHOLE) for i in range(5000)
+    ]
+    sock = FakeSocket(refuse={3: errno.EEXIST, 4096: errno.EINVAL, 4097: errno.ESRCH})
+    writer = RouteSocket(sock)  # type: ignore[arg-type]
+    failed = writer.write(changes, 666, 252, ignore=frozenset({errno.ESRCH}))
+    assert failed == {2: errno.EEXIST, 4095: errno.EINVAL}  # 4096 is the first chunk's barrier
+    assert [n for _, n in sock.sends] == [4096, 904]
+    assert sock.asked == [4096, 5000]  # one ack per chunk: its last message
+    assert not sock.pending  # every answer read: the next write starts clean
 
 
 def test_large_changes_are_paced_and_small_ones_are_not() -> None:
