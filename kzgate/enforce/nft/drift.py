@@ -9,11 +9,9 @@ else's.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import socket
-import struct
 from collections.abc import Callable
 
 from kzgate.enforce.nft.decode import Event, parse_event
@@ -36,9 +34,9 @@ from kzgate.enforce.nft.wire import (
     NFT_MSG_NEWSETELEM,
     messages,
 )
+from kzgate.enforce.sockopts import attach_filter
 
 MONITOR_RCVBUF = 8 * 1024 * 1024
-SO_ATTACH_FILTER = 26
 # The skeleton's nft child has exited when we learn its pid can go, but its
 # notifications may still be queued: it stays one of ours this much longer.
 FORGET_PID_AFTER = 5.0
@@ -104,10 +102,7 @@ def _drop_own_filter(sock: socket.socket, portid: int) -> None:
     """
     swapped = int.from_bytes(portid.to_bytes(4, "little"), "big")
     code = [(0x20, 0, 0, 12), (0x15, 0, 1, swapped), (0x06, 0, 0, 0), (0x06, 0, 0, 0xFFFFFFFF)]
-    raw = b"".join(struct.pack("=HBBI", *ins) for ins in code)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    prog = struct.pack("HL", len(code), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+    attach_filter(sock, code)
 
 
 class Monitor:

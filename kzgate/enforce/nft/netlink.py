@@ -16,6 +16,7 @@ from kzgate.enforce.nft.decode import Ack, generation, parse_ack
 from kzgate.enforce.nft.encode import BatchBuilder, getgen_request
 from kzgate.enforce.nft.errors import NftDrift, NftError
 from kzgate.enforce.nft.wire import NLMSG_DONE, NLMSG_ERROR, Message, messages
+from kzgate.enforce.sockopts import set_receive_buffer, set_send_buffer
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -23,8 +24,6 @@ NETLINK_ADD_MEMBERSHIP = 1
 NETLINK_DROP_MEMBERSHIP = 2
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
 
 
 def open_socket(rcvbuf: int) -> socket.socket:
@@ -34,20 +33,11 @@ def open_socket(rcvbuf: int) -> socket.socket:
         # Errors echo only the failing message's header, plus the kernel's reason.
         sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        _set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, rcvbuf)
+        set_receive_buffer(sock, rcvbuf)
     except BaseException:
         sock.close()
         raise
     return sock
-
-
-def _set_buffer(sock: socket.socket, plain: int, force: int, size: int) -> None:
-    # FORCE needs CAP_NET_ADMIN, which we have anyway; the plain option is
-    # capped by net.core.[rw]mem_max. The kernel doubles the value given.
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, force, size)
-    except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 class Netlink:
@@ -62,7 +52,7 @@ class Netlink:
         data = b"".join(builder.finish())
         self.seq = builder.seq
         if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < len(data) + 4096:
-            _set_buffer(self.sock, socket.SO_SNDBUF, SO_SNDBUFFORCE, len(data) + 4096)
+            set_send_buffer(self.sock, len(data) + 4096)
         self._drain()  # answers to an earlier, failed exchange must not be read as ours
         try:
             self.sock.send(data)

@@ -11,10 +11,8 @@ reconcile of our own never reaches Python (research for issue 13: a flood of
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import socket
-import struct
 from collections.abc import Callable, Mapping
 
 from kzgate.enforce.nft.wire import messages
@@ -27,8 +25,8 @@ from kzgate.enforce.routes.wire import (
     RTMGRP_IPV4_ROUTE,
     RTMGRP_IPV6_ROUTE,
     RTMSG_OFFSET,
-    SO_ATTACH_FILTER,
 )
+from kzgate.enforce.sockopts import attach_filter
 from kzgate.names import IPNetwork
 
 MONITOR_RCVBUF = 4 * 1024 * 1024
@@ -94,11 +92,7 @@ def filter_program(protocol: int, writer_portid: int) -> list[tuple[int, int, in
 
 
 def _attach_filter(sock: socket.socket, protocol: int, writer_portid: int) -> None:
-    code = filter_program(protocol, writer_portid)
-    raw = b"".join(struct.pack("=HBBI", *ins) for ins in code)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    prog = struct.pack("HL", len(code), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+    attach_filter(sock, filter_program(protocol, writer_portid))
 
 
 class Monitor:

@@ -42,10 +42,9 @@ from kzgate.enforce.routes.wire import (
     NETLINK_ROUTE,
     NLM_F_ACK,
     RTM_NEWROUTE,
-    SO_RCVBUFFORCE,
-    SO_SNDBUFFORCE,
     SOL_NETLINK,
 )
+from kzgate.enforce.sockopts import set_receive_buffer, set_send_buffer
 from kzgate.names import IPNetwork
 
 CHUNK = 4096  # messages per sendmsg (~230 KB of IPv6 messages, under the send buffer)
@@ -80,21 +79,12 @@ def open_socket(rcvbuf: int = ACK_RCVBUF, groups: int = 0) -> socket.socket:
         sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        _set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, rcvbuf)
-        _set_buffer(sock, socket.SO_SNDBUF, SO_SNDBUFFORCE, SNDBUF)
+        set_receive_buffer(sock, rcvbuf)
+        set_send_buffer(sock, SNDBUF)
     except BaseException:
         sock.close()
         raise
     return sock
-
-
-def _set_buffer(sock: socket.socket, plain: int, force: int, size: int) -> None:
-    # FORCE needs CAP_NET_ADMIN (which writing routes needs anyway); the plain
-    # option is capped by net.core.[rw]mem_max.
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, force, size)
-    except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 # One change: (RTM_NEWROUTE or RTM_DELROUTE, prefix, route type).

@@ -15,9 +15,6 @@ SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors echo only the request's header
 NETLINK_EXT_ACK = 11
 NETLINK_GET_STRICT_CHK = 12  # dump requests are filtered by the kernel, not in Python
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
-SO_ATTACH_FILTER = 26
 
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
