@@ -8,9 +8,11 @@
 2. a second reconcile over the full table (dump 1M, nothing to change);
 3. apply latency of a 100-prefix diff (50 removed, 50 added) into the full
    table, ``--rounds`` times: median and p99 (goal <= 10 ms);
-4. the reference, in the same run: pyroute2's per-route ``IPRoute.route("add")``
+4. the references, in the same run: pyroute2's per-route ``IPRoute.route("add")``
    (groups=0: no multicast) for ``--reference`` routes, as routes per second,
-   against kzgate's rate from 1.
+   against kzgate's rate from 1; and the kernel's floor: the same 1,000,000
+   adds as messages built before the clock starts, sent in the same chunks with
+   one ack each and nothing else (what no writer on this machine can beat).
 
 Workload: 90% IPv4 /32 hosts (every 16th a /24), 10% IPv6 /48s, as bench/nft.py.
 Everything runs in a namespace created here (``kzg-bench-routes-<pid>``) and
@@ -32,8 +34,11 @@ import time
 from typing import Any
 
 from kzgate.config import RoutesConfig
+from kzgate.enforce.netns import run_in_netns
 from kzgate.enforce.routes import RoutesEnforcer
-from kzgate.enforce.routes.netlink import PACE
+from kzgate.enforce.routes.encode import ADD_FLAGS, route_message
+from kzgate.enforce.routes.netlink import CHUNK, PACE, RouteSocket, open_socket
+from kzgate.enforce.routes.wire import NLM_F_ACK, RTM_NEWROUTE, RTN_BLACKHOLE
 from kzgate.model import Diff, InstructionRef, State
 from kzgate.names import IPNetwork
 
@@ -86,6 +91,39 @@ def pyroute2_rate(ns: str, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
+def kernel_floor(ns: str, prefixes: list[IPNetwork]) -> float:
+    """Seconds for the kernel to take ``prefixes`` as prebuilt acked chunks, into an empty table."""
+    writer = RouteSocket(run_in_netns(ns, open_socket))
+    try:
+        chunks = []
+        for first in range(0, len(prefixes), CHUNK):
+            part = prefixes[first : first + CHUNK]
+            last = len(part) - 1
+            chunks.append(
+                b"".join(
+                    route_message(
+                        RTM_NEWROUTE,
+                        ADD_FLAGS if i == last else ADD_FLAGS & ~NLM_F_ACK,
+                        first + i + 1,
+                        net,
+                        666,
+                        252,
+                        RTN_BLACKHOLE,
+                    )
+                    for i, net in enumerate(part)
+                )
+            )
+        started = time.perf_counter()
+        for n, data in enumerate(chunks):
+            writer.sock.send(data)
+            barrier = min((n + 1) * CHUNK, len(prefixes))
+            for ack in writer._answers(n * CHUNK + 1, barrier):
+                assert ack.errno == 0, ack.describe()
+        return time.perf_counter() - started
+    finally:
+        writer.sock.close()
+
+
 async def bench(ns: str, count: int, rounds: int, reference: int) -> dict[str, Any]:
     state = State({}, make_prefixes(count))
     out: dict[str, Any] = {"routes": count}
@@ -114,6 +152,11 @@ async def bench(ns: str, count: int, rounds: int, reference: int) -> dict[str, A
                 }
         finally:
             await e.close()
+    flush(ns)
+    floor = await asyncio.to_thread(kernel_floor, ns, list(state.prefixes))
+    out["kernel_floor_from_empty_s"] = round(floor, 3)
+    out["ratio_kzgate_over_kernel_floor"] = round(out["from_empty_unpaced_s"] / floor, 2)
+    flush(ns)
     kz_rate = count / out["from_empty_unpaced_s"]
     ref_rate = await asyncio.to_thread(pyroute2_rate, ns, reference)
     out["pyroute2_per_route"] = {"routes": reference, "routes_per_s": round(ref_rate)}
