@@ -186,6 +186,11 @@ def url(value: str) -> str:
             ipaddress.IPv4Address(host)  # an IPv4 literal stays as given; it must be valid
         else:
             host = normalize_domain(host)
+    # urlsplit reads a port only after the last ":" it trusts (and a host from a
+    # "[...]" anywhere in the authority): anything but digits here would make the
+    # recorded host differ from the one every URL parser reads.
+    if port not in ("", ":") and not (port[1:].isascii() and port[1:].isdigit()):
+        raise ValueError(f"URL has a port that is not a number: {value[:80]!r}")
     rest = value[len(scheme) + 3 + len(parts.netloc) :]
     return f"{scheme}://{userinfo}{at}{host}{port}{rest}"
 

@@ -46,6 +46,23 @@ def test_url_with_an_ipv6_literal_and_a_port_is_kept(link: str) -> None:
     assert url(link) == link
 
 
+@pytest.mark.parametrize(
+    "link",
+    ["https://example.kz:\U0001f600[::1:565]35/", "http://example.kz:8x/", "http://a.kz:[::1]/"],
+)
+def test_url_whose_port_is_not_digits_is_refused(link: str) -> None:
+    # task_signed (corpus finding-url-port-not-digits): urlsplit read "::1:565" as the host of
+    # the first link (a "[...]" anywhere in the authority) and no port at all, while kzgate
+    # recorded host example.kz: two parsers, two hosts.
+    with pytest.raises(ValueError, match=r"not a valid URL|port that is not a number"):
+        url(link)
+
+
+@pytest.mark.parametrize("link", ["http://example.kz:80/", "http://example.kz:/", "http://e.kz/"])
+def test_url_with_a_numeric_or_empty_port_is_kept(link: str) -> None:
+    assert url(link) == link
+
+
 @pytest.mark.parametrize("char", ["\x85", "\x9b", "\x80", "\u2028", "\u2029"])
 @pytest.mark.parametrize("field", ["ground", "authority", "number", "url"])
 def test_text_with_c1_controls_or_unicode_line_breaks_is_refused(char: str, field: str) -> None:
