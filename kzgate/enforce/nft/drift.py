@@ -9,11 +9,11 @@ else's.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 from collections.abc import Callable
 
+from kzgate.enforce.monitor import NetlinkMonitor
 from kzgate.enforce.nft.decode import Event, parse_event
 from kzgate.enforce.nft.netlink import (
     NETLINK_ADD_MEMBERSHIP,
@@ -105,7 +105,7 @@ def _drop_own_filter(sock: socket.socket, portid: int) -> None:
     attach_filter(sock, code)
 
 
-class Monitor:
+class Monitor(NetlinkMonitor):
     """Reads notifications on the loop; calls ``on_drift`` when someone else changed our table."""
 
     def __init__(
@@ -115,16 +115,9 @@ class Monitor:
         on_drift: Callable[[], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self.sock = sock
         self.detector = detector
-        self._on_drift = on_drift
-        self._loop = loop
         detector.own_pids.add(os.getpid())
-        loop.add_reader(sock.fileno(), self._readable)
-
-    def close(self) -> None:
-        self._loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        super().__init__(sock, on_drift, loop)
 
     def ours(self, pid: int) -> None:
         """Changes committed by process ``pid`` (an nft child of ours) are not drift."""
@@ -157,21 +150,10 @@ class Monitor:
             if (after - before) & 0xFFFFFFFF != int(committed):
                 self._loop.call_soon_threadsafe(self._on_drift)
 
-    def _readable(self) -> None:
+    def drifted(self, data: bytes) -> bool:
         drift = False
-        while True:
-            try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                drift = True  # notifications were lost: assume the worst
-                continue
-            for msg in messages(data):
-                event = parse_event(msg)
-                if event is not None and self.detector.feed(event):
-                    drift = True
-        if drift:
-            self._on_drift()
+        for msg in messages(data):
+            event = parse_event(msg)
+            if event is not None and self.detector.feed(event):
+                drift = True  # read on: the detector follows transactions across messages
+        return drift

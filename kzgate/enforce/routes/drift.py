@@ -11,10 +11,10 @@ reconcile of our own never reaches Python (research for issue 13: a flood of
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 from collections.abc import Callable, Mapping
 
+from kzgate.enforce.monitor import NetlinkMonitor
 from kzgate.enforce.nft.wire import messages
 from kzgate.enforce.routes.decode import Route, route
 from kzgate.enforce.routes.netlink import open_socket
@@ -95,7 +95,7 @@ def _attach_filter(sock: socket.socket, protocol: int, writer_portid: int) -> No
     attach_filter(sock, filter_program(protocol, writer_portid))
 
 
-class Monitor:
+class Monitor(NetlinkMonitor):
     """Reads notifications on the loop; calls ``on_drift`` when someone else changed our routes."""
 
     def __init__(
@@ -105,31 +105,13 @@ class Monitor:
         on_drift: Callable[[], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self.sock = sock
         self.detector = detector
-        self._on_drift = on_drift
-        self._loop = loop
-        loop.add_reader(sock.fileno(), self._readable)
+        super().__init__(sock, on_drift, loop)
 
-    def close(self) -> None:
-        self._loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-
-    def _readable(self) -> None:
+    def drifted(self, data: bytes) -> bool:
         drift = False
-        while True:
-            try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                drift = True  # notifications were lost: assume the worst
-                continue
-            for msg in messages(data):
-                found = route(msg)
-                if found is not None and self.detector.feed(msg.kind, found):
-                    drift = True
-        if drift:
-            self._on_drift()
+        for msg in messages(data):
+            found = route(msg)
+            if found is not None and self.detector.feed(msg.kind, found):
+                drift = True
+        return drift
