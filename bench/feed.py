@@ -70,11 +70,11 @@ sys.path.insert(0, str(ROOT))  # for tests.support, the tests' own harness
 from feed_take import signed_tasks, ten_targets  # noqa: E402
 from intake import pct  # noqa: E402
 
-from kzgate.api.tls import server_context  # noqa: E402
 from kzgate.devpki import ensure_dev_material  # noqa: E402
 from kzgate.feed.issuerlog import IssuerLog, Signer  # noqa: E402
 from kzgate.feed.server import FeedServer  # noqa: E402
 from kzgate.keys import load_private_key  # noqa: E402
+from kzgate.tls import server_context  # noqa: E402
 from tests.support.daemon_proc import DaemonProcess  # noqa: E402
 from tests.support.dnsmsg import query  # noqa: E402
 from tests.support.kzfixtures import client_ssl, write_config  # noqa: E402

@@ -316,7 +316,7 @@ def cmd_task_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_task_push(args: argparse.Namespace) -> int:
-    from kzgate.api.tls import client_context
+    from kzgate.tls import client_context
 
     body = _read_input(args.file).strip()
     ctx = client_context(args.ca, args.cert, args.cert_key)
@@ -358,11 +358,11 @@ def cmd_feed_serve(args: argparse.Namespace) -> int:
     import asyncio
     import ssl
 
-    from kzgate.api.tls import server_context
     from kzgate.config.hostport import HostPort
     from kzgate.feed.issuerlog import NotInLog, Signer
     from kzgate.feed.server import serve_directory
     from kzgate.keys import KeyFileError, load_private_key
+    from kzgate.tls import server_context
 
     try:
         where = HostPort.parse(args.listen, allow_port_zero=True)

@@ -26,7 +26,6 @@ from kzgate import __version__, sdnotify
 from kzgate.api.app import READY, make_app
 from kzgate.api.ratelimit import RateLimiter
 from kzgate.api.server import HttpLimits, limited_runner, start_site
-from kzgate.api.tls import server_context
 from kzgate.config import Config, ConfigError, HostPort, load_config
 from kzgate.enforce.base import StartError
 from kzgate.enforce.set import EnforcerSet
@@ -42,6 +41,7 @@ from kzgate.policy import PolicyIndex
 from kzgate.protocol.trust import IssuerKey, TrustStore
 from kzgate.register.store import Register
 from kzgate.reload import plan_reload
+from kzgate.tls import server_context
 from kzgate.wiring import build_enforcers
 
 log = logging.getLogger("kzgate.daemon")

@@ -15,11 +15,11 @@ from typing import Any
 
 import aiohttp
 
-from kzgate.api.tls import client_context
 from kzgate.config.model import FeedConfig
 from kzgate.errors import Malformed
 from kzgate.feed.ports import FeedError
 from kzgate.protocol.jsonstrict import json_type, loads_object
+from kzgate.tls import client_context
 
 HEAD_TYPE = "application/jose"
 TASKS_TYPE = "application/json"

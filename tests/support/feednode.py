@@ -20,12 +20,12 @@ import aiohttp
 import dnslib
 from aiohttp import web
 
-from kzgate.api.tls import server_context
 from kzgate.feed.chain import chain_of
 from kzgate.feed.issuerlog import IssuerLog, Signer
 from kzgate.feed.server import FeedServer
 from kzgate.keys import load_private_key
 from kzgate.protocol.build import sign_task
+from kzgate.tls import server_context
 from tests.support.daemon_proc import DaemonProcess
 from tests.support.dnsmsg import query, udp_exchange
 from tests.support.kzfixtures import Regulator, client_ssl, write_config

@@ -33,11 +33,11 @@ from typing import Any
 
 from aiohttp import web
 
-from kzgate.api.tls import server_context
 from kzgate.config.model import FeedConfig
 from kzgate.feed.issuerlog import IssuerLog, Signer
 from kzgate.feed.server import HEAD_TYPE, TASKS_TYPE, FeedServer
 from kzgate.keys import load_private_key
+from kzgate.tls import server_context
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from kzgate.api.tls import client_context
 from kzgate.keys import load_private_key
 from kzgate.protocol.build import new_task, sign_task
+from kzgate.tls import client_context
 
 NOW = dt.datetime(2026, 11, 22, 10, 15, tzinfo=dt.timezone(dt.timedelta(hours=5)))
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from kzgate.api.tls import server_context
 from kzgate.cli import main
 from kzgate.feed import server as server_module
 from kzgate.feed.chain import chain_of
@@ -23,6 +22,7 @@ from kzgate.feed.client import FeedClient
 from kzgate.feed.issuerlog import SESSION_FILE, load_directory, session_of
 from kzgate.feed.ports import FeedError
 from kzgate.feed.server import MAX_LIMIT, FeedServer
+from kzgate.tls import server_context
 from tests.integration.feed.helpers import (
     feed_config,
     get,

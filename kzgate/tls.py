@@ -1,4 +1,5 @@
-"""The server's TLS context: TLS 1.2 or newer, and mutual TLS when a client CA is set."""
+"""TLS contexts: the API server's (TLS 1.2 or newer, mutual when a client CA is set)
+and the clients' (pushing tasks, pulling a feed)."""
 
 from __future__ import annotations
 
