@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import json
 import os
@@ -126,6 +127,7 @@ def kernel_floor(ns: str, prefixes: list[IPNetwork]) -> float:
 
 async def bench(ns: str, count: int, rounds: int, reference: int) -> dict[str, Any]:
     state = State({}, make_prefixes(count))
+    gc.freeze()  # as the daemon does once the register's state is loaded (memory.keep_for_life)
     out: dict[str, Any] = {"routes": count}
     for label, pace in (("unpaced", None), ("paced", PACE)):
         flush(ns)

@@ -34,7 +34,7 @@ from kzgate.feed.ports import FeedSink
 from kzgate.feed.pullers import FeedPullers
 from kzgate.keys import KeyFileError, load_private_key, load_public_key
 from kzgate.logs import setup_logging
-from kzgate.memory import settle_after_start
+from kzgate.memory import keep_for_life, settle_after_start
 from kzgate.metrics import Metrics
 from kzgate.pipeline import Pipeline, local_now
 from kzgate.policy import PolicyIndex
@@ -83,6 +83,7 @@ class Daemon:
         cfg = self.cfg
         # The register first: if the order book cannot be read, nothing else may start.
         register = Register.open(cfg.register.path)
+        keep_for_life()  # the effective state just loaded: never walked by the GC again
         try:
             trust = build_trust(cfg)
             receipt_key = load_private_key(cfg.operator.receipt_key)
