@@ -23,12 +23,16 @@ def step(previous: bytes, payload_sha256: bytes) -> bytes:
     return hashlib.sha256(previous + payload_sha256).digest()
 
 
+def extend(chain: bytes, payload_hashes: Iterable[bytes]) -> bytes:
+    """c(n + k) from c(n) and the SHA-256 of payloads n+1..n+k, in seq order."""
+    for digest in payload_hashes:
+        chain = step(chain, digest)
+    return chain
+
+
 def chain_of(payload_hashes: Iterable[bytes]) -> bytes:
     """c(n) over the SHA-256 of payloads 1..n, in seq order."""
-    value = ZERO
-    for digest in payload_hashes:
-        value = step(value, digest)
-    return value
+    return extend(ZERO, payload_hashes)
 
 
 def first_difference(ours: Sequence[bytes], theirs: Sequence[bytes]) -> int | None:

@@ -13,9 +13,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from kzgate.feed.chain import ZERO, first_difference
+from kzgate.feed.chain import ZERO, extend, first_difference
 from kzgate.feed.head import Head
-from kzgate.feed.order import extend, feed_hash
+from kzgate.feed.order import feed_hash
 from kzgate.feed.ports import FeedError, FeedSink
 
 log = logging.getLogger("kzgate.feed")

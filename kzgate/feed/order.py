@@ -1,4 +1,4 @@
-"""A page of the feed checked before the sink sees it, and hashes of what it served; pure.
+"""A page of the feed checked before the sink sees it, and the hash of what it served; pure.
 
 The feed must serve seq after+1, after+2, … in order (task-protocol.md §6); the
 puller reads each task's claimed seq, unverified, to check that before handing
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kzgate.errors import TaskError
-from kzgate.feed.chain import payload_hash, step
+from kzgate.feed.chain import payload_hash
 from kzgate.protocol.jsonstrict import loads_object
 from kzgate.protocol.jws import parse_compact
 from kzgate.protocol.schema import MAX_SEQ
@@ -66,13 +66,6 @@ def check_page(bodies: Sequence[bytes], first: int) -> tuple[int, str | None]:
                 seqs += [peek_seq(b) for b in bodies[stop : stop + LOOKAHEAD]]
             break
     return in_order(seqs, first)
-
-
-def extend(chain: bytes, hashes: Sequence[bytes]) -> bytes:
-    """c(n + len(hashes)) from c(n) and the payload hashes of the seqs after n."""
-    for digest in hashes:
-        chain = step(chain, digest)
-    return chain
 
 
 def feed_hash(body: bytes) -> bytes | None:

@@ -8,8 +8,8 @@ import random
 import pytest
 
 import kzgate.feed.order as order
-from kzgate.feed.chain import ZERO, chain_of, payload_hash
-from kzgate.feed.order import check_page, extend, feed_hash, in_order, peek_seq
+from kzgate.feed.chain import ZERO, chain_of, extend, payload_hash
+from kzgate.feed.order import check_page, feed_hash, in_order, peek_seq
 from tests.support.feedfakes import payload_of, signed_task
 
 LOG = [signed_task(seq) for seq in range(1, 8)]
