@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -45,13 +47,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    max_connections: int = 256
-    max_per_client: int = 32
-    handshake_timeout: float = 10.0
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_header_bytes: int = 8190
-    max_headers: int = 32
+    """One listener's limits; the defaults are ApiConfig's (config/model.py), not repeated."""
+
+    max_connections: int
+    max_per_client: int
+    handshake_timeout: float
+    header_timeout: float
+    body_timeout: float
+    max_header_bytes: int
+    max_headers: int
 
     @staticmethod
     def of_api(cfg: ApiConfig) -> HttpLimits:
@@ -67,8 +71,14 @@ class HttpLimits:
 
     @staticmethod
     def of_metrics(cfg: MetricsConfig) -> HttpLimits:
-        return HttpLimits(
-            cfg.max_connections, cfg.max_per_client, header_timeout=cfg.header_timeout
+        """The metrics listener's own limits; what its section does not name is the API's
+        default (a placeholder ApiConfig: only its limits are read)."""
+        defaults = HttpLimits.of_api(ApiConfig(tls_cert=Path(), tls_key=Path()))
+        return dataclasses.replace(
+            defaults,
+            max_connections=cfg.max_connections,
+            max_per_client=cfg.max_per_client,
+            header_timeout=cfg.header_timeout,
         )
 
 
