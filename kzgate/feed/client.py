@@ -41,7 +41,7 @@ class FeedClient:
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self._cfg = cfg
-        self._base = cfg.url.rstrip("/")
+        self._base = cfg.url  # the config reader strips a trailing "/"
         self._max = max_body_bytes
         self._margin = margin
         self._connect_timeout = connect_timeout
