@@ -50,15 +50,7 @@ def render(
         )
         nft = live.get("nft")
         if nft:
-            elements = nft.get("elements", {})
-            drops = nft.get("dropped_packets", {})
-            lines.append(
-                "nftables      "
-                + "   ".join(
-                    f"{fam}: {elements.get(fam, 0):,} prefixes, {drops.get(fam, 0):,} dropped"
-                    for fam in ("ipv4", "ipv6")
-                )
-            )
+            lines.extend(_nft(nft))
         dns = live.get("dns")
         if dns:
             lines.append("dns           " + _dns_workers(dns))
@@ -81,6 +73,31 @@ def render(
     lines.append("seq gaps      " + ("   ".join(gap_text) if gap_text else "none"))
     lines.append("last task     " + _last_task(stats.get("last_task")))
     return "\n".join(lines)
+
+
+def _nft(nft: Mapping[str, Any]) -> list[str]:
+    """Elements and drops per family; in set-only mode, the rules the operator's chains need."""
+    elements = nft.get("elements", {})
+    drops = nft.get("dropped_packets", {})
+    lines = [
+        "nftables      "
+        + "   ".join(
+            f"{fam}: {elements.get(fam, 0):,} prefixes, {drops.get(fam, 0):,} dropped"
+            for fam in ("ipv4", "ipv6")
+        )
+    ]
+    rules = nft.get("operator_rules")
+    if rules:
+        lines.append("nft rules     set-only: a chain of yours in kzgate's table needs all of:")
+        lines.extend(f"                {rule}" for rule in rules)
+        unmatched = nft.get("unmatched_sets")
+        if unmatched:
+            lines.append(
+                "              NO RULE looks up "
+                + ", ".join(unmatched)
+                + ": what they hold is NOT dropped"
+            )
+    return lines
 
 
 def _not_enforced(left_out: Mapping[str, Any]) -> list[str]:

@@ -290,10 +290,30 @@ def read_set(ns: str, name: str = "blocked_v4", table: str = "kzgate") -> set[IP
     raise AssertionError(f"no set in the output of nft list set {name}")
 
 
+SET_NAMES = ("blocked_hosts_v4", "blocked_v4", "blocked_hosts_v6", "blocked_v6")
+
+
 def read_sets(ns: str, table: str = "kzgate") -> set[IPNetwork] | None:
-    """Both sets' elements together (comparable with ``State.prefixes``); None if one is missing."""
-    v4, v6 = read_set(ns, "blocked_v4", table), read_set(ns, "blocked_v6", table)
-    return None if v4 is None or v6 is None else v4 | v6
+    """All four sets' elements (comparable with ``State.prefixes``); None if one is missing."""
+    out: set[IPNetwork] = set()
+    for name in SET_NAMES:
+        found = read_set(ns, name, table)
+        if found is None:
+            return None
+        out |= found
+    return out
+
+
+def set_comments(ns: str, name: str, table: str = "kzgate") -> dict[IPNetwork, str]:
+    """Each element's comment (elements without one are left out)."""
+    done = run(ns, "nft", "-j", "list", "set", "inet", table, name)
+    out: dict[IPNetwork, str] = {}
+    for obj in json.loads(done.stdout)["nftables"]:
+        for item in obj.get("set", {}).get("elem", []):
+            if isinstance(item, dict) and "comment" in item.get("elem", {}):
+                [key] = _elements([item])
+                out[key] = item["elem"]["comment"]
+    return out
 
 
 def table_objects(ns: str, table: str = "kzgate") -> dict[str, list[dict[str, Any]]] | None:
@@ -432,6 +452,10 @@ async def reachable_off_loop(pair: Pair) -> dict[str, bool]:
 
 async def read_sets_off_loop(pair: Pair) -> set[IPNetwork] | None:
     return await asyncio.to_thread(read_sets, pair.client)
+
+
+async def read_set_off_loop(pair: Pair, name: str) -> set[IPNetwork] | None:
+    return await asyncio.to_thread(read_set, pair.client, name)
 
 
 def only_peer_blocked(pair: Pair) -> dict[str, bool]:

@@ -152,3 +152,17 @@ def test_each_issuers_feed_is_shown_with_what_is_wrong_in_capitals() -> None:
     ]
     assert not any(line.startswith("feeds") for line in lines)  # not dumped as raw JSON
     assert not [line for line in render(STATS, {}, {"feeds": {}}).splitlines() if "feed" in line]
+
+
+def test_set_only_mode_prints_the_rules_and_the_sets_no_rule_matches() -> None:
+    rules = ["ip daddr @blocked_hosts_v4 counter drop", "ip daddr @blocked_v4 counter drop"]
+    nft = {"elements": {"ipv4": 2}, "operator_rules": rules, "unmatched_sets": []}
+    lines = render(STATS, {}, {"ready": True, "nft": nft}).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("nft rules"))
+    assert lines[at + 1 : at + 3] == [f"                {rule}" for rule in rules]
+    assert "NO RULE" not in "\n".join(lines)
+    half = dict(nft, unmatched_sets=["blocked_hosts_v4"])
+    text = render(STATS, {}, {"ready": True, "nft": half})
+    assert "NO RULE looks up blocked_hosts_v4: what they hold is NOT dropped" in text
+    # full mode: kzgate's own rules, nothing to tell the operator
+    assert "nft rules" not in render(STATS, {}, {"ready": True, "nft": {"elements": {}}})

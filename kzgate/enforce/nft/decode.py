@@ -71,7 +71,11 @@ def parse_ack(msg: Message) -> Ack:
 
 
 def rule_counters(msg: Message) -> tuple[str, str, int] | None:
-    """(chain, looked-up set, packets) of a NEWRULE dump message with a set lookup and a counter."""
+    """(chain, looked-up set, packets) of a NEWRULE dump message with a set lookup.
+
+    A rule without a counter counts 0 packets: it still matches the set, which
+    is what set-only mode asks of the operator's rules.
+    """
     top = attr_map(msg.payload, NFGENMSG.size)
     exprs = top.get(NFTA_RULE_EXPRESSIONS)
     if exprs is None:
@@ -86,9 +90,9 @@ def rule_counters(msg: Message) -> tuple[str, str, int] | None:
             set_name = text(data[NFTA_LOOKUP_SET])
         elif name == "counter" and NFTA_COUNTER_PACKETS in data:
             (packets,) = struct.unpack("!Q", data[NFTA_COUNTER_PACKETS][:8])
-    if set_name is None or packets is None:
+    if set_name is None:
         return None
-    return text(top.get(NFTA_RULE_CHAIN, b"")), set_name, packets
+    return text(top.get(NFTA_RULE_CHAIN, b"")), set_name, packets or 0
 
 
 def generation(msg: Message) -> int | None:

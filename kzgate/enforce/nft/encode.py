@@ -5,9 +5,10 @@ flushes), and the two requests the enforcer sends outside batches (a rule dump,
 the ruleset generation).
 
 How a prefix becomes elements depends on the kind of set, and is one
-``ElementKeys`` per kind; a batch takes whichever the set needs. Today every
-set is an interval set (``INTERVALS``). Wire facts it follows (checked against
-``nft --debug=netlink`` 1.0.6):
+``ElementKeys`` per kind; a batch takes whichever the set needs: host
+addresses go to hash sets (``HOSTS``: one element, the address), proper
+prefixes to interval sets (``INTERVALS``). Wire facts it follows (checked
+against ``nft --debug=netlink`` 1.0.6):
 
 - A prefix is an interval: a start element (key = first address) and an end
   element (flag NFT_SET_ELEM_INTERVAL_END, key = first address after it).
@@ -161,25 +162,64 @@ def _add_chunk(net: IPNetwork, comment: str, cache: dict[tuple[str, int], _Templ
     if tpl is None:
         tpl = cache[(comment, width)] = _templates(comment, width)
     return b"".join(
-        (tpl[0], first.to_bytes(width, "big"), tpl[1], after.to_bytes(width, "big"), _END_FLAGS)
+        (
+            tpl[0],
+            first.to_bytes(width, "big"),
+            tpl[1],
+            tpl[2],
+            after.to_bytes(width, "big"),
+            _END_FLAGS,
+        )
     )
 
 
-_Templates = tuple[bytes, bytes]
+_Templates = tuple[bytes, bytes, bytes]
 
 
 def _templates(comment: str, width: int) -> _Templates:
-    """(start element up to its key, what lies between the two keys)."""
+    """(start element up to its key, its userdata attribute, end element up to its key)."""
     udata = attr(NFTA_SET_ELEM_USERDATA, comment_udata(comment)) if comment else b""
     # list element { key { data value } [userdata] }, then the end element with its flag
     head = (NLA_F_NESTED | NFTA_LIST_ELEM, 8 + width, NLA_F_NESTED | NFTA_SET_ELEM_KEY)
     start = _ELEM_HEAD.pack(12 + width + len(udata), *head, 4 + width, NFTA_DATA_VALUE)
     end = _ELEM_HEAD.pack(20 + width, *head, 4 + width, NFTA_DATA_VALUE)
-    return start, udata + end
+    return start, udata, end
 
 
 _ELEM_HEAD = struct.Struct("=HHHHHH")
 _END_FLAGS = attr(NFTA_SET_ELEM_FLAGS, struct.pack("!I", NFT_SET_ELEM_INTERVAL_END))
+
+
+# --- hash sets ---------------------------------------------------------------------
+
+
+class HostKeys:
+    """Each host (a /32 or /128) is one element whose key is the address.
+
+    A hash set's commit does not walk the set, unlike an interval set's, so a
+    diff costs the diff even at a million hosts.
+    """
+
+    interval = False
+
+    def added(self, items: Iterable[tuple[IPNetwork, str]]) -> Iterator[bytes]:
+        cache: dict[tuple[str, int], _Templates] = {}
+        return (_host_chunk(n, c, cache) for n, c in items)
+
+    def removed(self, nets: Iterable[IPNetwork]) -> Iterator[bytes]:
+        return (element(n.network_address.packed) for n in nets)
+
+
+HOSTS = HostKeys()
+
+
+def _host_chunk(net: IPNetwork, comment: str, cache: dict[tuple[str, int], _Templates]) -> bytes:
+    # An interval's start element without its end: the head, the key, the comment.
+    width = net.max_prefixlen >> 3
+    tpl = cache.get((comment, width))
+    if tpl is None:
+        tpl = cache[(comment, width)] = _templates(comment, width)
+    return tpl[0] + net.network_address.packed + tpl[1]
 
 
 # --- batches ---------------------------------------------------------------------

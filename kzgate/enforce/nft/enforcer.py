@@ -11,7 +11,6 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from ipaddress import IPv4Network
 
 from kzgate.config import NftConfig
 from kzgate.enforce.base import Enforcer, StartError
@@ -21,7 +20,7 @@ from kzgate.enforce.nft.drift import DriftDetector, Monitor, open_monitor_socket
 from kzgate.enforce.nft.encode import BatchBuilder, getrule_dump
 from kzgate.enforce.nft.errors import NftError
 from kzgate.enforce.nft.netlink import Netlink, open_socket
-from kzgate.enforce.nft.skeleton import SETS, write_skeleton
+from kzgate.enforce.nft.skeleton import SETS, operator_rules, slot, write_skeleton
 from kzgate.metrics import NFT_DROPPED_PACKETS, NFT_ELEMENTS, Collector, Reading, by_label
 from kzgate.model import Diff, InstructionRef, State, diff_between
 from kzgate.names import IPNetwork
@@ -29,35 +28,37 @@ from kzgate.names import IPNetwork
 log = logging.getLogger("kzgate.enforce.nft")
 
 ACK_RCVBUF = 32 * 1024 * 1024  # ~1,500 acks for a 1M reload, with room to spare
-FAMILY_OF_SET = {s.name: s.family for s in SETS.values()}
 # Above this many prefixes a batch runs with the monitor deaf (Monitor.send_unheard).
 QUIET_ABOVE = 5_000
 
 
-def _split(nets: Iterable[IPNetwork]) -> dict[int, list[IPNetwork]]:
-    out: dict[int, list[IPNetwork]] = {4: [], 6: []}
+def _split(nets: Iterable[IPNetwork]) -> list[list[IPNetwork]]:
+    """``nets`` by the index of their set in ``SETS``."""
+    out: list[list[IPNetwork]] = [[] for _ in SETS]
     for net in nets:
-        out[4 if type(net) is IPv4Network else 6].append(net)
+        out[slot(net)].append(net)
     return out
 
 
-def _labelled(items: Mapping[IPNetwork, InstructionRef]) -> dict[int, list[tuple[IPNetwork, str]]]:
+def _labelled(items: Mapping[IPNetwork, InstructionRef]) -> list[list[tuple[IPNetwork, str]]]:
     # Keyed by identity: hashing a frozen dataclass 1M times costs a second,
     # and the register hands out one ref object per instruction.
     labels: dict[int, str] = {}
-    v4: list[tuple[IPNetwork, str]] = []
-    v6: list[tuple[IPNetwork, str]] = []
+    out: list[list[tuple[IPNetwork, str]]] = [[] for _ in SETS]
     for net, ref in items.items():
         label = labels.get(id(ref))
         if label is None:
             label = labels[id(ref)] = ref.label()
-        (v4 if type(net) is IPv4Network else v6).append((net, label))
-    return {4: v4, 6: v6}
+        out[slot(net)].append((net, label))
+    return out
 
 
-def _count(nets: Iterable[IPNetwork]) -> dict[str, int]:
-    split = _split(nets)
-    return {SETS[v].family: len(split[v]) for v in SETS}
+def by_family(per_set: Mapping[str, int]) -> dict[str, int]:
+    """Per-set numbers summed by family, the metrics' label."""
+    out = dict.fromkeys((s.family for s in SETS), 0)
+    for s in SETS:
+        out[s.family] += per_set.get(s.name, 0)
+    return out
 
 
 class NftEnforcer(Enforcer):
@@ -70,7 +71,7 @@ class NftEnforcer(Enforcer):
         self.on_drift = on_drift
         self.drift_repairs = 0
         self._view: dict[IPNetwork, InstructionRef] = {}
-        self._counts = _count(())
+        self._counts = dict.fromkeys((s.name for s in SETS), 0)
         self._lock = asyncio.Lock()
         self._query_lock = threading.Lock()
         self._batch: Netlink | None = None
@@ -100,6 +101,21 @@ class NftEnforcer(Enforcer):
         detector = DriftDetector(self.cfg.table, batch.portid, watch_chains=self.cfg.mode == "full")
         self._monitor = Monitor(monitor, detector, self._drifted, loop)
         await write_skeleton(self.cfg, self._monitor)
+        if self.cfg.mode == "set-only":
+            await asyncio.to_thread(self._warn_unmatched)
+
+    def _warn_unmatched(self) -> None:
+        # An operator chain written for one set per family still matches only
+        # the interval sets: the hosts would silently pass.
+        unmatched = sorted({s.name for s in SETS} - set(self._rule_drops()))
+        if unmatched:
+            log.warning(
+                "nftables set-only mode: no rule in table inet %s looks up %s, so what they "
+                "hold is not dropped; a chain of yours in that table needs: %s",
+                self.cfg.table,
+                ", ".join(unmatched),
+                "; ".join(operator_rules(self.cfg)),
+            )
 
     def _open(self) -> tuple[Netlink, Netlink, socket.socket]:
         batch = Netlink(open_socket(ACK_RCVBUF))
@@ -127,14 +143,19 @@ class NftEnforcer(Enforcer):
         async with self._lock:
             batch = self._need_batch()
 
+            counts = dict(self._counts)
+
             def build_and_send() -> None:
                 builder = BatchBuilder(self.cfg.table, batch.seq)
                 removed = _split(diff.prefixes_removed)
                 added = _labelled(diff.prefixes_added)
-                for v, s in SETS.items():
-                    builder.delete(s.name, removed[v], s.keys)
-                for v, s in SETS.items():
-                    builder.add(s.name, added[v], s.keys)
+                # All deletes first: a /24 may replace a /32 of the same batch.
+                for s, nets in zip(SETS, removed, strict=True):
+                    builder.delete(s.name, nets, s.keys)
+                    counts[s.name] -= len(nets)
+                for s, items in zip(SETS, added, strict=True):
+                    builder.add(s.name, items, s.keys)
+                    counts[s.name] += len(items)
                 self._send(batch, builder, diff.size())
 
             await asyncio.to_thread(build_and_send)
@@ -142,11 +163,10 @@ class NftEnforcer(Enforcer):
                 self._view.pop(net, None)
             self._view.update(diff.prefixes_added)
             # counted from the diff: a scan of a 1M view would cost more than the batch
-            gone, new = _count(diff.prefixes_removed), _count(diff.prefixes_added)
-            self._counts = {k: self._counts[k] - gone[k] + new[k] for k in self._counts}
+            self._counts = counts
 
     async def reconcile(self, state: State) -> Diff:
-        """Replace both sets from ``state`` in one batch (flush + add), re-creating the skeleton.
+        """Replace every set from ``state`` in one batch (flush + add), re-creating the skeleton.
 
         Reading a large set back costs about a minute of kernel time, so the
         returned Diff is the one between what we last wrote and ``state``, not
@@ -156,13 +176,16 @@ class NftEnforcer(Enforcer):
             batch = self._need_batch()
             await write_skeleton(self.cfg, self._monitor)
             wanted = dict(state.prefixes)
+            counts: dict[str, int] = {}
 
             def build_and_send() -> None:
                 builder = BatchBuilder(self.cfg.table, batch.seq)
                 added = _labelled(wanted)
-                for v, s in SETS.items():
+                for s in SETS:
                     builder.flush(s.name)
-                    builder.add(s.name, added[v], s.keys)
+                for s, items in zip(SETS, added, strict=True):
+                    builder.add(s.name, items, s.keys)
+                    counts[s.name] = len(items)
                 self._send(batch, builder, len(wanted))
 
             old = self._view
@@ -178,12 +201,13 @@ class NftEnforcer(Enforcer):
                 asyncio.to_thread(what_changed), asyncio.to_thread(build_and_send)
             )
             self._view = wanted
-            self._counts = _count(wanted)
+            self._counts = counts
             return fixed
 
     def uncarried(self, diff: Diff) -> Diff:
-        """Nothing: any IPv4 or IPv6 prefix is an element of an interval set, and an
-        element's comment is cut to the kernel's 128 bytes (encode.py), never refused."""
+        """Nothing: any IPv4 or IPv6 host is a hash-set element, any other prefix an
+        interval-set element, and an element's comment is cut to the kernel's 128
+        bytes (encode.py), never refused."""
         return Diff()
 
     # -- metrics and status -----------------------------------------------------
@@ -196,8 +220,21 @@ class NftEnforcer(Enforcer):
         ]
 
     def status(self) -> dict[str, object]:
-        drops = self._drops_or_none()
-        return {"nft": {"elements": self.element_counts(), "dropped_packets": drops}}
+        try:
+            per_set: dict[str, int] | None = self._rule_drops()
+        except Exception:  # a status must not fail because the kernel read did
+            per_set = None
+        out: dict[str, object] = {
+            "elements": self.element_counts(),
+            "sets": dict(self._counts),
+            "dropped_packets": {} if per_set is None else by_family(per_set),
+        }
+        if self.cfg.mode == "set-only":
+            # The operator's chains must match every set; say which ones none does.
+            out["operator_rules"] = operator_rules(self.cfg)
+            if per_set is not None:
+                out["unmatched_sets"] = sorted({s.name for s in SETS} - set(per_set))
+        return {"nft": out}
 
     def _drops_or_none(self) -> dict[str, int]:
         try:
@@ -207,20 +244,26 @@ class NftEnforcer(Enforcer):
 
     def element_counts(self) -> dict[str, int]:
         """Prefixes per family as last written (no kernel read)."""
-        return dict(self._counts)
+        return by_family(self._counts)
 
     def drop_counters(self) -> dict[str, int]:
         """Packets dropped per family, summed from the counters of rules that look up our sets."""
+        return by_family(self._rule_drops())
+
+    def _rule_drops(self) -> dict[str, int]:
+        """Packets counted per set by the rules of our table that look it up (only sets some
+        rule looks up are keys)."""
         if self._query is None:
             raise NftError("the nft enforcer is not started")
-        out = _count(())
+        ours = {s.name for s in SETS}
+        out: dict[str, int] = {}
         with self._query_lock:
             self._query.seq += 1
             dump = self._query.dump(getrule_dump(self.cfg.table, self._query.seq))
         for msg in dump:
             found = rule_counters(msg)
-            if found is not None and found[1] in FAMILY_OF_SET:
-                out[FAMILY_OF_SET[found[1]]] += found[2]
+            if found is not None and found[1] in ours:
+                out[found[1]] = out.get(found[1], 0) + found[2]
         return out
 
     # -- internals --------------------------------------------------------------

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 
 from kzgate.config import NftConfig
 from kzgate.enforce.nft.drift import Monitor
-from kzgate.enforce.nft.encode import INTERVALS, ElementKeys
+from kzgate.enforce.nft.encode import HOSTS, INTERVALS, ElementKeys
 from kzgate.enforce.nft.errors import NftError
+from kzgate.names import IPNetwork
 
 NFT_TIMEOUT = 30.0
 PRIORITY = -10  # before the usual filter chains (0), so that our counters see every blocked packet
@@ -32,12 +34,36 @@ class NftSet:
         flags = " flags interval;" if self.keys.interval else ""
         return f"add set {table} {self.name} {{ type {self.family}_addr;{flags} }}"
 
+    def rule(self, verdict: str) -> str:
+        """The rule body that applies ``verdict`` to packets for this set's addresses."""
+        return f"{self.daddr} @{self.name} counter {verdict}"
 
-# By IP version: each prefix goes to the set of its version.
-SETS = {
-    4: NftSet("blocked_v4", "ipv4", "ip daddr", INTERVALS),
-    6: NftSet("blocked_v6", "ipv6", "ip6 daddr", INTERVALS),
-}
+
+# Host addresses (/32, /128) go to hash sets, whose commit costs the diff;
+# proper prefixes to interval sets, whose commit walks the whole set. The
+# interval sets keep the names they had when they held everything.
+SETS = (
+    NftSet("blocked_hosts_v4", "ipv4", "ip daddr", HOSTS),
+    NftSet("blocked_v4", "ipv4", "ip daddr", INTERVALS),
+    NftSet("blocked_hosts_v6", "ipv6", "ip6 daddr", HOSTS),
+    NftSet("blocked_v6", "ipv6", "ip6 daddr", INTERVALS),
+)
+
+
+def slot(net: IPNetwork) -> int:
+    """The index in ``SETS`` of the set that holds ``net`` (called once per element of a reload)."""
+    if type(net) is IPv4Network:
+        return 0 if net.prefixlen == 32 else 1
+    return 2 if net.prefixlen == 128 else 3
+
+
+def verdict_of(cfg: NftConfig) -> str:
+    return "drop" if cfg.action == "drop" else "reject with icmpx admin-prohibited"
+
+
+def operator_rules(cfg: NftConfig) -> list[str]:
+    """What an operator's own chain in our table needs in ``set-only`` mode: one rule per set."""
+    return [s.rule(verdict_of(cfg)) for s in SETS]
 
 
 def skeleton(cfg: NftConfig) -> str:
@@ -48,20 +74,23 @@ def skeleton(cfg: NftConfig) -> str:
     the rules exactly the configured ones; chains for hooks no longer configured
     are created-if-missing, flushed and deleted, the only idempotent delete nft
     1.0.6 has. In set-only mode chains are the operator's and are not touched.
+
+    Over a table of the old layout (interval sets that held hosts too, no host
+    sets), this one transaction adds the host sets and, in full mode, the rules
+    that match them; the hosts stay in the interval sets until the enforcer's
+    reconcile moves them in one batch, so no restricted address passes between.
     """
     t = f"inet {cfg.table}"
-    lines = [f"add table {t}", *(s.declaration(t) for s in SETS.values())]
+    lines = [f"add table {t}", *(s.declaration(t) for s in SETS)]
     if cfg.mode == "set-only":
         return "\n".join(lines) + "\n"
-    verdict = "drop" if cfg.action == "drop" else "reject with icmpx admin-prohibited"
-    sets = SETS.values()
     for hook in ("forward", "output"):
         if hook in cfg.hooks:
             lines += [
                 f"add chain {t} {hook} {{ type filter hook {hook} priority {PRIORITY}; "
                 "policy accept; }",
                 f"flush chain {t} {hook}",
-                *(f"add rule {t} {hook} {s.daddr} @{s.name} counter {verdict}" for s in sets),
+                *(f"add rule {t} {hook} {rule}" for rule in operator_rules(cfg)),
             ]
         else:
             lines += [

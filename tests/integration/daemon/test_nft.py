@@ -126,7 +126,12 @@ async def test_restrict_blocks_the_peer_and_resume_lifts_it(
 
 
 @pytest.mark.parametrize(
-    "drift", ["nft delete table inet kzgate", "nft flush set inet kzgate blocked_v6"]
+    "drift",
+    [
+        "nft delete table inet kzgate",
+        "nft flush set inet kzgate blocked_v6",
+        "nft flush set inet kzgate blocked_hosts_v4",
+    ],
 )
 async def test_external_changes_are_repaired_by_the_daemon(
     client: Client, pair: netns.Pair, mci: Regulator, drift: str

@@ -27,6 +27,7 @@ from tests.support.kzfixtures import write_config
 
 pytestmark = netns.required
 
+SETS4 = netns.SET_NAMES
 DRIFT_DEADLINE = 1.0  # the issue: drift is noticed (and repaired) within 1 s
 QUIET = 0.5  # how long "nothing happens" is watched for
 
@@ -136,10 +137,51 @@ async def test_restrict_drops_the_peer_and_counts_it_then_resume_lets_it_through
     assert (counts["ipv4"], counts["ipv6"]) == (0, 0)
 
 
-async def test_lifting_one_of_two_overlapping_instructions_keeps_the_other(
+async def test_hosts_go_to_the_hash_sets_and_prefixes_to_the_interval_sets(
     pair: netns.Pair, enforcers: Enforcers
 ) -> None:
-    """Diffs computed by the register's EffectiveState, applied in order, as the daemon does."""
+    nft = (await enforcers.start()).enforcer
+    hosts = prefixes(f"{pair.server_v4}/32", f"{pair.server_v6}/128")
+    await nft.apply(Diff(prefixes_added=hosts))
+    found = {name: await asyncio.to_thread(netns.read_set, pair.client, name) for name in SETS4}
+    assert found == {
+        "blocked_hosts_v4": {net(f"{pair.server_v4}/32")},
+        "blocked_v4": set(),
+        "blocked_hosts_v6": {net(f"{pair.server_v6}/128")},
+        "blocked_v6": set(),
+    }
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
+    # hash-set elements carry the instruction's label as interval elements do
+    comments = await asyncio.to_thread(netns.set_comments, pair.client, "blocked_hosts_v4")
+    assert comments == {net(f"{pair.server_v4}/32"): A.label()}
+
+    # Both server addresses of each family sit in one /31 (/127): the prefix drops both.
+    wide = prefixes("10.77.0.2/31", "fd77::2/127", ref=B)
+    await nft.apply(Diff(prefixes_added=wide, prefixes_removed=frozenset(hosts)))
+    found = {name: await asyncio.to_thread(netns.read_set, pair.client, name) for name in SETS4}
+    assert found == {
+        "blocked_hosts_v4": set(),
+        "blocked_v4": {net("10.77.0.2/31")},
+        "blocked_hosts_v6": set(),
+        "blocked_v6": {net("fd77::2/127")},
+    }
+    assert await netns.reachable_off_loop(pair) == everything(pair, False)
+    assert nft.status()["nft"]["sets"] == {  # type: ignore[index]
+        "blocked_hosts_v4": 0,
+        "blocked_v4": 1,
+        "blocked_hosts_v6": 0,
+        "blocked_v6": 1,
+    }
+
+
+@pytest.mark.parametrize("first", ["prefix", "host"])
+async def test_lifting_either_of_two_overlapping_instructions_keeps_the_packet_dropped(
+    pair: netns.Pair, enforcers: Enforcers, first: str
+) -> None:
+    """A prefix (interval set) and a host inside it (hash set) from two instructions.
+
+    Diffs computed by the register's EffectiveState, applied in order, as the daemon does.
+    """
     nft = (await enforcers.start()).enforcer
     state = EffectiveState()
     wide = [Target("cidr", "10.77.0.0/24"), Target("cidr", "fd77::/64")]
@@ -154,11 +196,17 @@ async def test_lifting_one_of_two_overlapping_instructions_keeps_the_other(
     covered = state.add(B, narrow)
     assert covered.is_empty()  # inside A's prefixes: nothing new is enforced
     await step(covered, everything(pair, False))
-    # Resuming A exposes B's host routes in the same diff that removes A's prefixes.
-    lift_a = state.remove(A, wide)
-    assert lift_a.prefixes_removed and lift_a.prefixes_added
-    await step(lift_a, netns.only_peer_blocked(pair))
-    await step(state.remove(B, narrow), everything(pair, True))
+    if first == "prefix":
+        # Resuming A moves B's hosts into the hash sets in the diff that removes A's prefixes.
+        lift_a = state.remove(A, wide)
+        assert lift_a.prefixes_removed and lift_a.prefixes_added
+        await step(lift_a, netns.only_peer_blocked(pair))
+        hosts = await asyncio.to_thread(netns.read_set, pair.client, "blocked_hosts_v4")
+        assert hosts == {net(f"{pair.server_v4}/32")}
+        await step(state.remove(B, narrow), everything(pair, True))
+    else:
+        await step(state.remove(B, narrow), everything(pair, False))  # A still covers them
+        await step(state.remove(A, wide), everything(pair, True))
 
 
 async def test_a_parent_replaces_its_child_in_one_diff(
@@ -252,7 +300,10 @@ DRIFTS = {
     "delete table": lambda p: netns.delete_table(p.client),
     "flush set v4": lambda p: netns.flush_set(p.client, "blocked_v4"),
     "flush set v6": lambda p: netns.flush_set(p.client, "blocked_v6"),
-    "delete element": lambda p: netns.delete_element(p.client, p.server_v4),
+    "flush hosts v4": lambda p: netns.flush_set(p.client, "blocked_hosts_v4"),
+    "flush hosts v6": lambda p: netns.flush_set(p.client, "blocked_hosts_v6"),
+    "delete host": lambda p: netns.delete_element(p.client, p.server_v4, "blocked_hosts_v4"),
+    "delete prefix": lambda p: netns.delete_element(p.client, "10.81.0.0/16", "blocked_v4"),
 }
 
 
@@ -260,7 +311,11 @@ DRIFTS = {
 async def test_external_changes_are_noticed_and_repaired(
     pair: netns.Pair, enforcers: Enforcers, drift: str
 ) -> None:
-    state = State({}, prefixes(f"{pair.server_v4}/32", f"{pair.server_v6}/128", "10.81.0.0/16"))
+    # a host and a prefix of each family: every set holds one
+    state = State(
+        {},
+        prefixes(f"{pair.server_v4}/32", f"{pair.server_v6}/128", "10.81.0.0/16", "fd81::/64"),
+    )
     run = await enforcers.start(state)
     assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
 
@@ -325,30 +380,40 @@ async def test_deleting_a_missing_element_raises_drift_and_changes_nothing(
 
 
 async def test_set_only_mode_makes_sets_for_the_operators_own_chains(
-    pair: netns.Pair, enforcers: Enforcers
+    pair: netns.Pair, enforcers: Enforcers, caplog: pytest.LogCaptureFixture
 ) -> None:
     nft = (await enforcers.start(mode="set-only")).enforcer
+    # no chain of the operator's yet: the start says what nothing drops, and how to fix it
+    assert "looks up blocked_hosts_v4, blocked_hosts_v6, blocked_v4, blocked_v6" in caplog.text
+    assert "ip daddr @blocked_hosts_v4 counter drop" in caplog.text
     objects = netns.table_objects(pair.client)
     assert objects is not None
-    assert {s["name"] for s in objects.get("set", [])} == {"blocked_v4", "blocked_v6"}
+    assert {s["name"] for s in objects.get("set", [])} == set(SETS4)
     assert objects.get("chain", []) == []
     assert await netns.reachable_off_loop(pair) == everything(pair, True)
 
-    # The operator's own chain, in our table (a rule can only name sets of its own table).
+    # The operator's own chain, in our table (a rule can only name sets of its own table),
+    # written as before hosts had sets of their own: it matches the interval sets only.
     netns.nft(
         pair.client,
         "table inet kzgate {\n"
-        "  chain operator { type filter hook output priority 0; ip daddr @blocked_v4 drop; }\n"
+        "  chain operator { type filter hook output priority 0;\n"
+        "    ip daddr @blocked_v4 drop; ip6 daddr @blocked_v6 drop; }\n"
         "}\n",
     )
     peer = prefixes(f"{pair.server_v4}/32", f"{pair.server_v6}/128")
     await nft.apply(Diff(prefixes_added=peer))
-    assert await netns.reachable_off_loop(pair) == {
-        pair.server_v4: False,
-        pair.server_v4_alt: True,
-        pair.server_v6: True,
-        pair.server_v6_alt: True,
-    }
+    # The hosts are in the hash sets, which that chain does not look up: status says so.
+    assert await netns.reachable_off_loop(pair) == everything(pair, True)
+    status: Any = nft.status()["nft"]
+    assert status["unmatched_sets"] == ["blocked_hosts_v4", "blocked_hosts_v6"]
+    assert len(status["operator_rules"]) == 4
+
+    # The rules status prints, added to the operator's chain, drop exactly the peer.
+    rules = "".join(f"    {rule};\n" for rule in status["operator_rules"])
+    netns.nft(pair.client, f"table inet kzgate {{\n  chain operator {{\n{rules}  }}\n}}\n")
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
+    assert nft.status()["nft"]["unmatched_sets"] == []  # type: ignore[index]
     await nft.reconcile(State({}, peer))  # a reload keeps the operator's chain working
     objects = netns.table_objects(pair.client)
     assert objects is not None and [c["name"] for c in objects["chain"]] == ["operator"]
@@ -400,4 +465,56 @@ async def test_close_leaves_the_blocks_in_place(pair: netns.Pair, enforcers: Enf
         pair.server_v4_alt: True,
         pair.server_v6: True,
         pair.server_v6_alt: True,
+    }
+
+
+# -- migration from one interval set per family -----------------------------------
+
+
+def old_layout(pair: netns.Pair, state: State) -> str:
+    """The table as kzgate wrote it before hosts had hash sets: everything in interval sets."""
+    v4 = ", ".join(str(p) for p in state.prefixes if p.version == 4)
+    v6 = ", ".join(str(p) for p in state.prefixes if p.version == 6)
+    return (
+        "table inet kzgate {\n"
+        f"  set blocked_v4 {{ type ipv4_addr; flags interval; elements = {{ {v4} }}; }}\n"
+        f"  set blocked_v6 {{ type ipv6_addr; flags interval; elements = {{ {v6} }}; }}\n"
+        "  chain output { type filter hook output priority -10; policy accept;\n"
+        "    ip daddr @blocked_v4 counter drop; ip6 daddr @blocked_v6 counter drop; }\n"
+        "}\n"
+    )
+
+
+async def test_a_table_in_the_old_layout_is_migrated_without_a_gap(
+    pair: netns.Pair, enforcers: Enforcers
+) -> None:
+    """Hosts move from the interval sets to the hash sets while a stream to the peer runs."""
+    state = make_state(pair, 3, prefixes("10.88.0.0/16", "2001:db8:88::/48"))
+    netns.nft(pair.client, old_layout(pair, state))
+    assert await netns.read_sets_off_loop(pair) is None  # no host sets yet
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
+
+    stream = netns.Stream(pair, [pair.server_v4, pair.server_v6], seconds=1.5)
+    await asyncio.sleep(0.3)  # the stream is running before the daemon starts
+    nft = (await enforcers.start(state)).enforcer
+    sent, received = await asyncio.to_thread(stream.finish)
+    assert sent > 5_000, sent
+    assert received == 0, f"{received} datagrams reached the peer during the migration"
+
+    assert await netns.read_set_off_loop(pair, "blocked_v4") == {net("10.88.0.0/16")}
+    assert await netns.read_set_off_loop(pair, "blocked_v6") == {net("2001:db8:88::/48")}
+    assert await netns.read_sets_off_loop(pair) == set(state.prefixes)
+    objects = netns.table_objects(pair.client)
+    assert objects is not None
+    looked_up = sorted(
+        e["match"]["right"][1:]
+        for r in objects["rule"]
+        for e in r["expr"]
+        if "match" in e and str(e["match"]["right"]).startswith("@")
+    )
+    assert looked_up == sorted(SETS4)
+    assert await netns.reachable_off_loop(pair) == netns.only_peer_blocked(pair)
+    assert nft.element_counts() == {
+        "ipv4": sum(1 for p in state.prefixes if p.version == 4),
+        "ipv6": sum(1 for p in state.prefixes if p.version == 6),
     }

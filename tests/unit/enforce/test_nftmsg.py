@@ -16,6 +16,7 @@ import pytest
 
 from kzgate.config import NftConfig
 from kzgate.enforce.nft import decode, drift, encode, skeleton, wire
+from kzgate.enforce.nft.skeleton import SETS, operator_rules, slot
 
 V4 = ipaddress.IPv4Network
 V6 = ipaddress.IPv6Network
@@ -129,6 +130,39 @@ def test_deletes_carry_no_comment() -> None:
 def test_the_fast_add_path_encodes_exactly_like_the_plain_one(net: V4 | V6) -> None:
     for comment in ("", "mci No. 1 of 2026-01-01"):
         assert encode._add_chunk(net, comment, {}) == encode.prefix_elements(net, comment)
+
+
+# --- hash sets (hosts) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", [V4("192.0.2.7/32"), V4("255.255.255.255/32"), V6("2a00::1/128")])
+def test_a_host_is_one_element_keyed_by_its_address(host: V4 | V6) -> None:
+    [added] = [elements(chunk) for chunk in encode.HOSTS.added([(host, "mci No. 1")])]
+    assert added == [
+        {
+            wire.NFTA_SET_ELEM_KEY: host.network_address.packed,
+            wire.NFTA_SET_ELEM_USERDATA: encode.comment_udata("mci No. 1"),
+        }
+    ]
+    [removed] = [elements(chunk) for chunk in encode.HOSTS.removed([host])]
+    assert removed == [{wire.NFTA_SET_ELEM_KEY: host.network_address.packed}]
+    # exactly the plain encoder's start element: no end, no open-interval flag
+    plain = encode.element(host.network_address.packed, udata=encode.comment_udata("mci No. 1"))
+    assert next(encode.HOSTS.added([(host, "mci No. 1")])) == plain
+    assert next(encode.HOSTS.added([(host, "")])) == encode.element(host.network_address.packed)
+
+
+def test_hosts_and_prefixes_go_to_their_own_sets() -> None:
+    nets = [V4("1.2.3.4/32"), V4("1.2.3.0/24"), V6("2a00::1/128"), V6("2a00::/48"), V4("0.0.0.0/0")]
+    names = [SETS[slot(n)].name for n in nets]
+    assert names == [
+        "blocked_hosts_v4",
+        "blocked_v4",
+        "blocked_hosts_v6",
+        "blocked_v6",
+        "blocked_v4",
+    ]
+    assert [s.keys.interval for s in SETS] == [False, True, False, True]
 
 
 # --- batches -------------------------------------------------------------------------
@@ -248,6 +282,13 @@ def test_rule_counters_are_read_from_the_lookup_and_counter_expressions() -> Non
     payload += wire.nested(wire.NFTA_RULE_EXPRESSIONS, exprs)
     msg = next(wire.messages(wire.nlmsg(0x0A06, 2, 1, payload)))
     assert decode.rule_counters(msg) == ("forward", "blocked_v6", 12)
+    lookup_only = wire.nested(
+        wire.NFTA_RULE_EXPRESSIONS,
+        expr("lookup", wire.attr(wire.NFTA_LOOKUP_SET, b"blocked_hosts_v4\0")),
+    )
+    uncounted = wire.nfgen(1) + wire.attr(1, b"kzgate\0") + wire.attr(2, b"mine\0") + lookup_only
+    msg = next(wire.messages(wire.nlmsg(0x0A06, 2, 1, uncounted)))
+    assert decode.rule_counters(msg) == ("mine", "blocked_hosts_v4", 0)
     bare = next(wire.messages(wire.nlmsg(0x0A06, 2, 1, wire.nfgen(1) + wire.attr(1, b"kzgate\0"))))
     assert decode.rule_counters(bare) is None
 
@@ -328,7 +369,11 @@ def test_full_skeleton_owns_hook_chains_and_removes_unconfigured_ones() -> None:
     text = skeleton(NftConfig(True, "kz", ("forward",), "reject"))
     assert "add table inet kz\n" in text
     assert "add set inet kz blocked_v4 { type ipv4_addr; flags interval; }" in text
+    assert "add set inet kz blocked_hosts_v6 { type ipv6_addr; }" in text
     assert "flush chain inet kz forward\n" in text
+    # one rule per set, each after the flush of its chain
+    rules = [line for line in text.splitlines() if line.startswith("add rule inet kz forward")]
+    assert [r.split("@")[1].split()[0] for r in rules] == [s.name for s in SETS]
     assert (
         "add rule inet kz forward ip6 daddr @blocked_v6 counter reject with icmpx "
         "admin-prohibited" in text
@@ -338,5 +383,13 @@ def test_full_skeleton_owns_hook_chains_and_removes_unconfigured_ones() -> None:
 
 
 def test_set_only_skeleton_never_touches_chains() -> None:
-    text = skeleton(NftConfig(True, "kz", ("forward",), "drop", mode="set-only"))
+    cfg = NftConfig(True, "kz", ("forward",), "drop", mode="set-only")
+    text = skeleton(cfg)
     assert "chain" not in text and "rule" not in text
+    assert text.count("add set inet kz ") == 4
+    assert operator_rules(cfg) == [
+        "ip daddr @blocked_hosts_v4 counter drop",
+        "ip daddr @blocked_v4 counter drop",
+        "ip6 daddr @blocked_hosts_v6 counter drop",
+        "ip6 daddr @blocked_v6 counter drop",
+    ]
