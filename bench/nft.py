@@ -142,6 +142,17 @@ def spread(items: dict[IPNetwork, Any], n: int) -> list[Any]:
     return every[::step][:n]
 
 
+async def prefix_diffs_at(
+    enforcer: NftEnforcer, n: int, names: list[InstructionRef], extra: list[Any], rounds: int
+) -> dict[str, float]:
+    """100-prefix diffs into interval sets of ``n`` prefixes and no hosts: how the kernel's
+    commit of an interval set grows with the set."""
+    only = prefixes(n, names, 0)
+    await enforcer.reconcile(State({}, only))
+    rounds = min(rounds, n // 50)
+    return await apply_rounds(enforcer, spread(only, 50 * rounds), extra, rounds)
+
+
 # -- the reference: one interval set per family, as before hash sets ------------------
 
 
@@ -240,6 +251,10 @@ async def bench(ns: str, count: int, rounds: int, with_reference: bool) -> dict[
     result["apply_100_prefixes_into_prefixes"] = await apply_rounds(
         enforcer, present_prefixes, extra_prefixes, rounds
     )
+    result["apply_100_prefixes_by_interval_set_size"] = {
+        str(n): await prefix_diffs_at(enforcer, n, names, extra_prefixes, rounds)
+        for n in (1_000, 10_000, n_prefix)
+    }
     await asyncio.sleep(0.5)  # let the monitor see anything queued
     result["drift_reports_from_own_batches"] = enforcer.drift_repairs
     await enforcer.reconcile(State({}, {}))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Protocol
 
 from kzgate.enforce.nft.wire import (
@@ -71,8 +72,9 @@ MAX_ELEMENTS_BYTES = 60_000
 class ElementKeys(Protocol):
     """How one kind of set turns prefixes into element-list entries.
 
-    Each item yielded is everything one prefix needs, which must travel in one
-    message (an interval's start with its end).
+    Each item yielded travels in one message: everything one prefix needs (an
+    interval's start with its end), or that of several prefixes, grouped to
+    save the batch builder a loop turn per element at a million.
     """
 
     @property
@@ -140,10 +142,10 @@ class IntervalKeys:
 
     def added(self, items: Iterable[tuple[IPNetwork, str]]) -> Iterator[bytes]:
         cache: dict[tuple[str, int], _Templates] = {}
-        return (_add_chunk(n, c, cache) for n, c in items)
+        return _grouped(_add_chunk(n, c, cache) for n, c in items)
 
     def removed(self, nets: Iterable[IPNetwork]) -> Iterator[bytes]:
-        return (prefix_elements(n, delete=True) for n in nets)
+        return _grouped(prefix_elements(n, delete=True) for n in nets)
 
 
 INTERVALS = IntervalKeys()
@@ -203,23 +205,35 @@ class HostKeys:
     interval = False
 
     def added(self, items: Iterable[tuple[IPNetwork, str]]) -> Iterator[bytes]:
-        cache: dict[tuple[str, int], _Templates] = {}
-        return (_host_chunk(n, c, cache) for n, c in items)
+        return _grouped(_host_elements(items))
 
     def removed(self, nets: Iterable[IPNetwork]) -> Iterator[bytes]:
-        return (element(n.network_address.packed) for n in nets)
+        return _grouped(element(n.network_address.packed) for n in nets)
 
 
 HOSTS = HostKeys()
 
 
-def _host_chunk(net: IPNetwork, comment: str, cache: dict[tuple[str, int], _Templates]) -> bytes:
+def _host_elements(items: Iterable[tuple[IPNetwork, str]]) -> Iterator[bytes]:
     # An interval's start element without its end: the head, the key, the comment.
-    width = net.max_prefixlen >> 3
-    tpl = cache.get((comment, width))
-    if tpl is None:
-        tpl = cache[(comment, width)] = _templates(comment, width)
-    return tpl[0] + net.network_address.packed + tpl[1]
+    cache: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+    for net, comment in items:
+        key = net.network_address.packed
+        tpl = cache.get((comment, len(key)))
+        if tpl is None:
+            start, udata, _ = _templates(comment, len(key))
+            tpl = cache[(comment, len(key))] = (start, udata)
+        yield tpl[0] + key + tpl[1]
+
+
+# A group stays far below a message's element-list limit: 64 elements with
+# 128-byte comments and both interval keys are about 11 KB.
+GROUP = 64
+
+
+def _grouped(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    while group := b"".join(islice(chunks, GROUP)):
+        yield group
 
 
 # --- batches ---------------------------------------------------------------------
