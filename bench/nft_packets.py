@@ -381,58 +381,13 @@ class Topology:
         for ns in (r, k):
             sh("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", ns=ns)
         # static neighbours: no ARP/ND during a run
-        sh(
-            "ip",
-            "neigh",
-            "replace",
-            "10.250.0.2",
-            "lladdr",
-            RTR_IN_MAC,
-            "dev",
-            "s0",
-            "nud",
-            "permanent",
-            ns=s,
-        )
-        sh(
-            "ip",
-            "neigh",
-            "replace",
-            "fd00:250::2",
-            "lladdr",
-            RTR_IN_MAC,
-            "dev",
-            "s0",
-            "nud",
-            "permanent",
-            ns=s,
-        )
-        sh(
-            "ip",
-            "neigh",
-            "replace",
-            "10.250.1.2",
-            "lladdr",
-            SINK_MAC,
-            "dev",
-            "r1",
-            "nud",
-            "permanent",
-            ns=r,
-        )
-        sh(
-            "ip",
-            "neigh",
-            "replace",
-            "fd00:251::2",
-            "lladdr",
-            SINK_MAC,
-            "dev",
-            "r1",
-            "nud",
-            "permanent",
-            ns=r,
-        )
+        for addr, mac, dev, ns in (
+            ("10.250.0.2", RTR_IN_MAC, "s0", s),
+            ("fd00:250::2", RTR_IN_MAC, "s0", s),
+            ("10.250.1.2", SINK_MAC, "r1", r),
+            ("fd00:251::2", SINK_MAC, "r1", r),
+        ):
+            sh("ip", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent", ns=ns)
         sh("ip", "route", "add", "default", "via", "10.250.0.2", ns=s)
         sh("ip", "-6", "route", "add", "default", "via", "fd00:250::2", ns=s)
         sh("ip", "route", "add", "default", "via", "10.250.1.2", ns=r)
