@@ -345,7 +345,8 @@ def getsetelem_request(
     body = nested(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, key))
     if end:
         body += attr(NFTA_SET_ELEM_FLAGS, struct.pack("!I", NFT_SET_ELEM_INTERVAL_END))
-    payload = nfgen(NFPROTO_INET) + attr(NFTA_SET_ELEM_LIST_TABLE, strz(table))
-    payload += attr(NFTA_SET_ELEM_LIST_SET, strz(set_name))
+    # the attributes in nft 1.0.6's order (``nft get element``), so that the bytes compare
+    payload = nfgen(NFPROTO_INET) + attr(NFTA_SET_ELEM_LIST_SET, strz(set_name))
+    payload += attr(NFTA_SET_ELEM_LIST_TABLE, strz(table))
     payload += nested(NFTA_SET_ELEM_LIST_ELEMENTS, nested(NFTA_LIST_ELEM, body))
     return nlmsg(msg_type(NFT_MSG_GETSETELEM), NLM_F_REQUEST | NLM_F_ACK, seq, payload)
