@@ -37,3 +37,10 @@ NFT_MSG_NEWSET
 _.publish  # feed/server.py: FeedServer.publish, the in-process way to grow a feed (tests, bench)
 chain_of  # feed/chain.py: the §6 chain by its definition; the tests hold the puller's and the
 #          server's incremental chains to it
+
+# Issue 14, P-kernel: probes/kernel.py is called by probes/sweep.py and the verify CLI
+# (P-core, P-daemon branches); the integrator drops these four once those are merged.
+Kernel
+_.nft_lookup
+_.route_lookup
+_.connect_result

@@ -1,4 +1,5 @@
-"""What the kernel says back: acks and errors, rule counters, the generation, notifications.
+"""What the kernel says back: acks and errors, rule counters, the generation, notifications,
+the element a point query found.
 
 Pure: messages in (split by ``wire.messages``), values out.
 """
@@ -13,8 +14,11 @@ from kzgate.enforce.nft.wire import (
     NFGENMSG,
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_NEWGEN,
+    NFT_MSG_NEWSETELEM,
+    NFT_SET_ELEM_INTERVAL_END,
     NFTA_ANY_TABLE,
     NFTA_COUNTER_PACKETS,
+    NFTA_DATA_VALUE,
     NFTA_EXPR_DATA,
     NFTA_EXPR_NAME,
     NFTA_GEN_ID,
@@ -22,6 +26,9 @@ from kzgate.enforce.nft.wire import (
     NFTA_LOOKUP_SET,
     NFTA_RULE_CHAIN,
     NFTA_RULE_EXPRESSIONS,
+    NFTA_SET_ELEM_FLAGS,
+    NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_LIST_ELEMENTS,
     NLM_F_ACK_TLVS,
     NLM_F_CAPPED,
     NLMSGERR_ATTR_MSG,
@@ -125,3 +132,31 @@ def parse_event(msg: Message) -> Event | None:
         gen_pid = struct.unpack("!I", pid[:4])[0] if pid and len(pid) >= 4 else None
         return Event(nft_msg, family, "", msg.portid, gen_pid)
     return Event(nft_msg, family, text(top.get(NFTA_ANY_TABLE, b"")), msg.portid)
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One set element in an answer: its key, and whether it ends an interval."""
+
+    key: bytes
+    end: bool
+
+
+def found_element(msg: Message) -> Element | None:
+    """The first element of a NEWSETELEM answer (to a point query); None for anything else.
+
+    Untrusted lengths are checked: a key that is not an address (4 or 16
+    bytes) is no element of ours.
+    """
+    if msg.kind != msg_type(NFT_MSG_NEWSETELEM) or len(msg.payload) < NFGENMSG.size:
+        return None
+    elements = attr_map(msg.payload, NFGENMSG.size).get(NFTA_SET_ELEM_LIST_ELEMENTS)
+    for _, raw in attrs(elements or b""):
+        elem = attr_map(raw)
+        key = attr_map(elem.get(NFTA_SET_ELEM_KEY, b"")).get(NFTA_DATA_VALUE)
+        if key is None or len(key) not in (4, 16):
+            return None
+        flags = elem.get(NFTA_SET_ELEM_FLAGS, b"")
+        end = len(flags) == 4 and bool(struct.unpack("!I", flags)[0] & NFT_SET_ELEM_INTERVAL_END)
+        return Element(key, end)
+    return None

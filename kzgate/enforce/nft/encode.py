@@ -2,7 +2,7 @@
 
 Pure: no sockets, no clock. One batch of NEWSETELEM / DELSETELEM messages (and
 flushes), and the two requests the enforcer sends outside batches (a rule dump,
-the ruleset generation).
+the ruleset generation, a point query of one element).
 
 How a prefix becomes elements depends on the kind of set, and is one
 ``ElementKeys`` per kind; a batch takes whichever the set needs: host
@@ -35,6 +35,7 @@ from kzgate.enforce.nft.wire import (
     NFT_MSG_DELSETELEM,
     NFT_MSG_GETGEN,
     NFT_MSG_GETRULE,
+    NFT_MSG_GETSETELEM,
     NFT_MSG_NEWSETELEM,
     NFT_SET_ELEM_INTERVAL_END,
     NFTA_DATA_VALUE,
@@ -324,3 +325,28 @@ def getrule_dump(table: str, seq: int) -> bytes:
 def getgen_request(seq: int) -> bytes:
     """Ask for the ruleset generation id (answered by one NEWGEN message)."""
     return nlmsg(msg_type(NFT_MSG_GETGEN), NLM_F_REQUEST, seq, nfgen(0))
+
+
+def getsetelem_request(
+    table: str, set_name: str, key: bytes, seq: int, *, end: bool = False
+) -> bytes:
+    """Ask whether ``key`` is in one set: a point query, never a dump of the set.
+
+    The kernel (6.18, checked in a namespace) answers one NEWSETELEM carrying
+    the element found and then the ack, or only an ENOENT ack. A hash set
+    answers the element whose key is ``key``. An interval set answers the
+    start element of the interval that covers ``key``; with ``end``, the end
+    element (flag INTERVAL_END) of the interval that covers ``key`` or the end
+    element whose key is ``key``: so asked with the address after a covered
+    one, it names where the covering interval ends. An interval open to the
+    top of the address space has no end element: a bare ack. A set without
+    intervals answers ``end`` with EINVAL.
+    """
+    body = nested(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, key))
+    if end:
+        body += attr(NFTA_SET_ELEM_FLAGS, struct.pack("!I", NFT_SET_ELEM_INTERVAL_END))
+    # the attributes in nft 1.0.6's order (``nft get element``), so that the bytes compare
+    payload = nfgen(NFPROTO_INET) + attr(NFTA_SET_ELEM_LIST_SET, strz(set_name))
+    payload += attr(NFTA_SET_ELEM_LIST_TABLE, strz(table))
+    payload += nested(NFTA_SET_ELEM_LIST_ELEMENTS, nested(NFTA_LIST_ELEM, body))
+    return nlmsg(msg_type(NFT_MSG_GETSETELEM), NLM_F_REQUEST | NLM_F_ACK, seq, payload)

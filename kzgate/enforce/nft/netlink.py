@@ -110,6 +110,25 @@ class Netlink:
         finally:
             self.sock.settimeout(None)
 
+    def query(self, request: bytes, seq: int, timeout: float = 5.0) -> tuple[list[Message], int]:
+        """Send one acked request: the messages answered before its ack, and the ack's errno."""
+        self._drain()
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.send(request)
+            out: list[Message] = []
+            while True:
+                for msg in messages(self.sock.recv(1 << 16)):
+                    if msg.seq != seq:
+                        continue
+                    if msg.kind == NLMSG_ERROR:
+                        return out, parse_ack(msg).errno
+                    out.append(msg)
+        except TimeoutError:
+            raise NftError(f"no answer to a netlink request within {timeout:g} s") from None
+        finally:
+            self.sock.settimeout(None)
+
 
 def _check(builder: BatchBuilder, acks: Mapping[int, Ack]) -> None:
     """Raise unless every message was acked with success (else the kernel rolled all back)."""

@@ -8,7 +8,7 @@ tests/fuzz/py/routes_decode.py feeds it arbitrary datagrams.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
@@ -25,7 +25,9 @@ from kzgate.enforce.routes.wire import (
 )
 from kzgate.names import IPNetwork
 
-__all__ = ["Ack", "DumpEnd", "Key", "Route", "acks", "dump_part", "parse_ack", "route"]
+__all__ = [
+    "Ack", "DumpEnd", "Key", "Route", "acks", "covering", "dump_part", "parse_ack", "route",
+]  # fmt: skip
 
 _ALEN = {AF_INET: 4, AF_INET6: 16}
 _MAX_LEN = {AF_INET: 32, AF_INET6: 128}
@@ -160,4 +162,19 @@ def dump_part(
             ):
                 into[(family, dst, dst_len)] = rtype
         pos += (length + 3) & ~3
+    return None
+
+
+def covering(routes: Mapping[Key, int], family: int, address: int) -> tuple[Key, int] | None:
+    """The most specific route in ``routes`` (as ``dump_part`` fills it) that covers ``address``.
+
+    At most 33 or 129 dict probes, longest prefix first: no structure is
+    built over a million routes for one question.
+    """
+    bits = 32 if family == AF_INET else 128
+    for length in range(bits, -1, -1):
+        key = (family, address >> (bits - length) << (bits - length), length)
+        rtype = routes.get(key)
+        if rtype is not None:
+            return key, rtype
     return None

@@ -204,6 +204,12 @@ class RouteSocket:
             self._dump_family(family, table, protocol, out)
         return out
 
+    def dump_family(self, family: int, table: int, protocol: int) -> dict[Key, int]:
+        """``dump`` of one family only (AF_INET or AF_INET6)."""
+        out: dict[Key, int] = {}
+        self._dump_family(family, table, protocol, out)
+        return out
+
     def _dump_family(self, family: int, table: int, protocol: int, out: dict[Key, int]) -> None:
         self._drain()
         self.seq += 1
