@@ -582,6 +582,7 @@ def probe_replies() -> Seeds:
     soa = "rpz.kzgate. 60 IN SOA localhost. hostmaster.rpz.kzgate. 1 3600 600 86400 60"
     yield "nxdomain-blocked", bytes([blocked | nx]) + reply(good, rcode=3, auth=soa)
     yield "nxdomain-open", bytes([nx]) + reply(good, rcode=3)
+    yield "nxdomain-where-sinkhole", bytes([blocked | sink]) + reply(good, rcode=3)
     yield "subdomain-nxdomain", bytes([blocked | nx]) + reply(sub, rcode=3)
     yield "real-answer", bytes([nx]) + reply(good, "example.kz. 300 IN A 203.0.113.5")
     yield "sinkhole-a", bytes([blocked | sink]) + reply(good, "example.kz. 60 IN A 192.0.2.1")
