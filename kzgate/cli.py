@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     fserve.add_argument("--base", help="URL path the feed is under (default: /ISS)")
     fserve.set_defaults(func=cmd_feed_serve)
 
+    verify = sub.add_parser("verify", help="check that every block holds and every lift took")
+    verify.add_argument("--config", default=DEFAULT_CONFIG)
+    which = verify.add_mutually_exclusive_group()
+    which.add_argument("--instruction", metavar="[ISS:]NUMBER/DATE", help="one instruction")
+    which.add_argument("--all", action="store_true", help="every target in the register")
+    verify.add_argument("--rate", type=float, help="targets a second (default 100)")
+    verify.add_argument("--report", type=Path, help="the signed report's path")
+    verify.set_defaults(func=cmd_verify)
+
     audit = sub.add_parser("audit", help="the audit chain").add_subparsers(metavar="ACTION")
     verify = audit.add_parser("verify", help="prove the audit chain unbroken")
     verify.add_argument("--config", default=DEFAULT_CONFIG)
@@ -377,6 +386,12 @@ def cmd_feed_serve(args: argparse.Namespace) -> int:
     except (ValueError, KeyFileError, NotInLog, OSError, ssl.SSLError) as exc:
         return _fail(str(exc), 2)
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from kzgate.probes.verifycli import main as verify_main
+
+    return verify_main(args)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:

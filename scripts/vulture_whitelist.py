@@ -27,6 +27,7 @@ _.nbytes  # nametable.py: the memory a NameTable holds (malloc'd by C, unseen by
 # Read by the tests and tools, on purpose, with no cost to the product.
 _.lookup_name  # policy.py: the text-name form of lookup_wire, the tests' way to ask the index
 verify_receipt  # protocol/receipts.py: the checking twin of sign_receipt (the receipt's reader)
+verify_report  # probes/report.py: the checking twin of sign_report (the report's reader)
 _.drift_repairs  # enforce/nft/enforcer.py: bench/nft.py reports drift reports caused by its own batches
 
 # enforce/nft/wire.py: message types tests use as events that must not count as drift.
@@ -38,9 +39,5 @@ _.publish  # feed/server.py: FeedServer.publish, the in-process way to grow a fe
 chain_of  # feed/chain.py: the §6 chain by its definition; the tests hold the puller's and the
 #          server's incremental chains to it
 
-# Issue 14, P-kernel: probes/kernel.py is called by probes/sweep.py and the verify CLI
-# (P-core, P-daemon branches); the integrator drops these four once those are merged.
-Kernel
-_.nft_lookup
-_.route_lookup
-_.connect_result
+# probes/verifycli.py: CandidateReads, a typing.Protocol of the register reads (issue 14).
+resumed_since

@@ -191,3 +191,10 @@ def test_hostile_bodies_at_the_body_limit(body: bytes) -> None:
     assert len(body) == MAX_BODY
     target("jws_compact")(body)
     target("task_jws")(body)
+
+
+@pytest.mark.parametrize("kind", sorted(_dns_inputs()))
+def test_probe_replies_of_65535_octets(kind: str) -> None:
+    reply = _dns_inputs()[kind]
+    for control in range(8):  # either expectation, each block answer
+        target("probe_dns_reply")(bytes([control]) + reply)

@@ -574,6 +574,45 @@ def route_datagrams() -> Seeds:
     yield "empty", b""
 
 
+def probe_replies() -> Seeds:
+    """What resolvers answer a probe: a control octet (see probe_dns_reply.py), then the reply."""
+    blocked, nx, sink, nodata, refused = 1, 0, 2, 4, 6
+    good = query("example.kz")
+    sub = query("kzgate-probe-0a1b2c3d.example.kz")
+    soa = "rpz.kzgate. 60 IN SOA localhost. hostmaster.rpz.kzgate. 1 3600 600 86400 60"
+    yield "nxdomain-blocked", bytes([blocked | nx]) + reply(good, rcode=3, auth=soa)
+    yield "nxdomain-open", bytes([nx]) + reply(good, rcode=3)
+    yield "nxdomain-where-sinkhole", bytes([blocked | sink]) + reply(good, rcode=3)
+    yield "subdomain-nxdomain", bytes([blocked | nx]) + reply(sub, rcode=3)
+    yield "real-answer", bytes([nx]) + reply(good, "example.kz. 300 IN A 203.0.113.5")
+    yield "sinkhole-a", bytes([blocked | sink]) + reply(good, "example.kz. 60 IN A 192.0.2.1")
+    aaaa = query("example.kz", "AAAA")
+    yield (
+        "sinkhole-aaaa",
+        bytes([blocked | sink]) + reply(aaaa, "example.kz. 60 IN AAAA 2001:db8::1"),
+    )
+    yield (
+        "cname-chain",
+        bytes([nx])
+        + reply(
+            good, "example.kz. 60 IN CNAME cdn.example.net.", "cdn.example.net. 60 IN A 1.2.3.4"
+        ),
+    )
+    yield "nodata", bytes([blocked | nodata]) + reply(good, auth=soa)
+    yield "refused", bytes([blocked | refused]) + reply(good, rcode=5)
+    yield "servfail", bytes([nx]) + reply(good, rcode=2)
+    yield "other-question", bytes([nx]) + reply(query("other.kz"), rcode=3)
+    yield "not-a-reply", bytes([nx]) + HEADER.pack(0x77, 0x0100, 1, 0, 0, 0) + QUESTION
+    many = [f"example.kz. 300 IN A 192.0.2.{i}" for i in range(1, 121)]
+    yield "many-records", bytes([blocked | sink]) + reply(good, *many)
+    head = HEADER.pack(0x77, 0x8180, 1, 1, 0, 0) + QUESTION
+    yield "cname-pointer-loop", bytes([nx]) + head + _rr(5, b"\xc0" + bytes([12 + len(QUESTION)]))
+    yield "count-lie", bytes([nx]) + HEADER.pack(0x77, 0x8180, 1, 5, 0, 0) + QUESTION
+    yield "header-only", bytes([nx]) + HEADER.pack(0x77, 0x8180, 0, 0, 0, 0)
+    yield "short", bytes([nx]) + b"\x00\x77\x81"
+    yield "empty-reply", bytes([blocked])
+
+
 WRITERS: dict[str, Callable[[], Seeds]] = {
     "dns_wire_query": queries,
     "dns_engine_query": queries,
@@ -586,6 +625,7 @@ WRITERS: dict[str, Callable[[], Seeds]] = {
     "json_strict": json_texts,
     "feed_tasks": feed_task_lists,
     "routes_decode": route_datagrams,
+    "probe_dns_reply": probe_replies,
 }
 
 
