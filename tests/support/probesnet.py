@@ -34,7 +34,6 @@ import contextlib
 import re
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -132,6 +131,11 @@ class ProbesFleet:
 
     def port(self, listener: str) -> int:
         return self.daemon.bound[listener][1]
+
+    @property
+    def kzgate_place(self) -> str:
+        """kzgate's own DNS listener's place name: its ``dns.listen`` entry."""
+        return f"{LOOPBACK}:{self.port('dns')}"
 
     @staticmethod
     def place(peer: Peer) -> str:
@@ -414,7 +418,8 @@ async def probes_fleet(
             "allow_transfer": ["127.0.0.1/32"],
             "ixfr_history": 100,
         },
-        "dns": {"listen": ["127.0.0.1:0"], "upstreams": [f"{up[0]}:{up[1]}"]},
+        # A fixed port: `kzgate verify` reads the config, so its kzgate place must be real.
+        "dns": {"listen": [f"{LOOPBACK}:{free_port()}"], "upstreams": [f"{up[0]}:{up[1]}"]},
     }
     peers: list[Peer] = []
     with netns.namespace_pair() as pair:
@@ -441,11 +446,24 @@ async def probes_fleet(
             await upstream.close()
 
 
-def kzgate_cli(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """``kzgate ARGS --config CONFIG`` as a child process (its exit code is the verdict)."""
-    return subprocess.run(
-        [sys.executable, "-m", "kzgate", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@dataclass(frozen=True)
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def kzgate_cli(config: Path, *args: str, timeout: float = 60.0) -> CliRun:
+    """``kzgate ARGS --config CONFIG`` as a child process, off the loop the daemon runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kzgate", *args, "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return CliRun(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))

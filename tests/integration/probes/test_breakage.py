@@ -69,11 +69,14 @@ async def test_an_override_in_one_resolver_answers_one_restricted_name(
             await fleet.answers(where, "local.test", "NXDOMAIN")
         for where in (unbound, bind, dns):  # only that one name
             await fleet.answers(where, "blocked.test", "NXDOMAIN")
+        # Not its subdomains either (a prober's kzgate-probe-<hex> name still blocks).
+        await fleet.answers(unbound, "kzgate-probe-5e.local.test", "NXDOMAIN")
 
         await fleet.override(bind, "blocked.test")
         await fleet.answers(bind, "blocked.test", OVERRIDE_ADDRESS)
         await fleet.answers(unbound, "blocked.test", "NXDOMAIN")
         await fleet.answers(bind, "local.test", "NXDOMAIN")
+        await fleet.answers(bind, "kzgate-probe-5e.blocked.test", "NXDOMAIN")
         # The zone still reaches both: the breakage is that one name alone.
         await fleet.restrict("O-2", "domain:late.test")
         await fleet.settled()
