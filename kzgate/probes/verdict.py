@@ -141,11 +141,12 @@ def kernel_check(target: ProbeTarget, place: Place, found: str | None, at: dt.da
 
 
 def connect_check(target: ProbeTarget, place: Place, result: str, at: dt.datetime) -> Check:
-    """``result`` of a connect() from the host: "blocked: EPERM" style when our rule
-    stopped it; "connected" or "refused by peer" when the packet got out; anything
-    else (a timeout, no route) shows neither."""
-    if result.startswith("blocked"):
+    """``result`` of ``kernel.Kernel.connect_result``: "blocked: EPERM" when an output
+    rule stopped the packet; "open: connected" or "open: ECONNREFUSED" when it got
+    out; "unreachable: ..." (a timeout, no route) shows neither."""
+    verdict = result.split(":", 1)[0]
+    if verdict == "blocked":
         return _check(target, place, result, _judged(True, target), at)
-    if result in ("connected", "refused by peer"):
+    if verdict == "open":
         return _check(target, place, result, _judged(False, target), at)
     return _check(target, place, result, "unreachable", at)

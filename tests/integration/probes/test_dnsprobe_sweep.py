@@ -84,7 +84,7 @@ class FakeKernel:
         return f"table 666 {address}/32 blackhole" if address in self.covered else None
 
     def connect_result(self, address: str) -> str:
-        return "blocked: EPERM" if address in self.covered else "connected"
+        return "blocked: EPERM" if address in self.covered else "open: connected"
 
 
 def name(value: str, expect: str) -> ProbeTarget:
@@ -122,7 +122,7 @@ async def test_sweep_sends_names_to_dns_places_and_addresses_to_the_kernel() -> 
             ("10.0.0.1", "connect", "blocked: EPERM", "pass"),
             ("10.0.0.2", "nft", "not covered", "fail"),
             ("10.0.0.2", "routes", "not covered", "fail"),
-            ("10.0.0.2", "connect", "connected", "fail"),
+            ("10.0.0.2", "connect", "open: connected", "fail"),
         ]
         assert sorted(done) == [1, 2, 3, 4]
         assert {c.place.name for c in checks if c.place.kind == "resolver"} == {str(theirs_at)}

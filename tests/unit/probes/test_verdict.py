@@ -189,8 +189,11 @@ def test_kernel_check() -> None:
 def test_connect_check() -> None:
     place = Place("connect", "connect")
     assert connect_check(addr("blocked"), place, "blocked: EPERM", AT).outcome == "pass"
-    assert connect_check(addr("blocked"), place, "connected", AT).outcome == "fail"
-    assert connect_check(addr("blocked"), place, "refused by peer", AT).outcome == "fail"
-    assert connect_check(addr("open"), place, "connected", AT).outcome == "pass"
+    assert connect_check(addr("blocked"), place, "open: connected", AT).outcome == "fail"
+    assert connect_check(addr("blocked"), place, "open: ECONNREFUSED", AT).outcome == "fail"
+    assert connect_check(addr("open"), place, "open: connected", AT).outcome == "pass"
     assert connect_check(addr("open"), place, "blocked: EPERM", AT).outcome == "fail"
-    assert connect_check(addr("open"), place, "timeout", AT).outcome == "unreachable"
+    assert connect_check(addr("open"), place, "unreachable: timeout", AT).outcome == "unreachable"
+    assert connect_check(addr("blocked"), place, "unreachable: EHOSTUNREACH", AT).outcome == (
+        "unreachable"
+    )
