@@ -37,3 +37,4 @@ NFT_MSG_NEWSET
 _.publish  # feed/server.py: FeedServer.publish, the in-process way to grow a feed (tests, bench)
 chain_of  # feed/chain.py: the §6 chain by its definition; the tests hold the puller's and the
 #          server's incremental chains to it
+all_candidates  # register/reads.py: every probed target, streamed, for `kzgate verify --all` (P-core, issue 14)

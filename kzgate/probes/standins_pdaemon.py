@@ -18,6 +18,7 @@ from kzgate.probes.model import Candidate, Check, ProbeTarget
 
 
 def monitoring_start(today: dt.date, working_days: int = 15) -> dt.date:
+    del today, working_days
     raise NotImplementedError("stand-in: kzgate.probes.sample.monitoring_start (P-core)")
 
 
@@ -29,6 +30,7 @@ def choose(
     blocked_address: Callable[[str], bool],
     since: dt.datetime,
 ) -> list[ProbeTarget]:
+    del candidates, n, round_no, blocked_name, blocked_address, since
     raise NotImplementedError("stand-in: kzgate.probes.sample.choose (P-core)")
 
 
@@ -37,6 +39,7 @@ def targets_of(
     blocked_name: Callable[[str], bool],
     blocked_address: Callable[[str], bool],
 ) -> Iterator[ProbeTarget]:
+    del candidates, blocked_name, blocked_address
     raise NotImplementedError("stand-in: kzgate.probes.sample.targets_of (P-core)")
 
 

@@ -24,7 +24,7 @@ from kzgate.register.audit import verify_chain as _verify_chain
 GAP_LIST_CAP = 1000
 # Target kinds a probe can check (url and app targets are not probed).
 PROBED_KINDS = ("domain", "ip", "cidr")
-_PROBED = "('domain', 'ip', 'cidr')"
+_PROBED = "(" + ", ".join(f"'{kind}'" for kind in PROBED_KINDS) + ")"
 ALL_CANDIDATES_CHUNK = 10_000  # rows read per lock hold by all_candidates
 
 

@@ -376,3 +376,23 @@ async def test_a_resume_answers_verified_at_beside_the_signed_receipt(
     verify_receipt(got, operator_public(pki))
     status, restricted = await api.get(f"/v1/tasks/mci/{first['id']}")
     assert status == 200 and "verified_at" not in restricted  # only a resume has one
+
+
+async def test_probes_enabled_wire_a_prober_that_hears_resumes_and_never_stops_intake(
+    tmp_path: Path, pki: Path, mci: Regulator
+) -> None:
+    daemon = await start(tmp_path, pki, probes={"enabled": True, "interval": 1, "sample": 5})
+    try:
+        assert daemon.prober is not None and daemon.pipeline is not None
+        heard: list[InstructionRef] = []
+        daemon.pipeline.on_resumed(lambda ref, at: heard.append(ref))
+        await daemon.pipeline.submit(mci.sign(mci.restrict("5", "domain:probe.kz")))
+        answer = await daemon.pipeline.submit(mci.sign(mci.resume("5")))
+        assert answer.body["status"] == "applied"  # whatever the probes do, intake answers
+        assert heard == [InstructionRef("mci", "5", "2026-11-01")]
+        assert daemon.prober.rounds >= 1
+        status = daemon.live_status()["probes"]
+        assert isinstance(status, dict) and status["enabled"] is True
+    finally:
+        await daemon.stop()
+    assert daemon.prober is None
