@@ -38,11 +38,12 @@ from kzgate.memory import keep_for_life, settle_after_start
 from kzgate.metrics import Metrics
 from kzgate.pipeline import Pipeline, local_now
 from kzgate.policy import PolicyIndex
+from kzgate.probes.prober import Prober
 from kzgate.protocol.trust import IssuerKey, TrustStore
 from kzgate.register.store import Register
 from kzgate.reload import plan_reload
 from kzgate.tls import server_context
-from kzgate.wiring import build_enforcers
+from kzgate.wiring import build_enforcers, build_prober
 
 log = logging.getLogger("kzgate.daemon")
 
@@ -77,6 +78,7 @@ class Daemon:
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)
     limiter: RateLimiter | None = None
     feeds: FeedPullers | None = None
+    prober: Prober | None = None
     _watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -117,6 +119,8 @@ class Daemon:
             self.bound[name] = listener.address
             self.metrics.refusals.watch(name, listener.refusals)
         await self._start_feeds(self.pipeline)
+        if cfg.probes.enabled:
+            await self._start_prober(self.pipeline)
         self.limiter = RateLimiter(cfg.api.rate_limit.per_second, cfg.api.rate_limit.burst)
         api = make_app(
             self.pipeline,
@@ -140,6 +144,13 @@ class Daemon:
         log.info(
             "kzgate ready: %s", ", ".join(f"{k} on {h}:{p}" for k, (h, p) in self.bound.items())
         )
+
+    async def _start_prober(self, pipeline: Pipeline) -> None:
+        """Probe rounds and the check of every lift, once the enforcers serve."""
+        self.prober = build_prober(self.cfg, pipeline)
+        self.metrics.register(*self.prober.collectors())
+        pipeline.on_resumed(self.prober.lift_applied)
+        await self.prober.start()
 
     async def _start_feeds(self, pipeline: Pipeline) -> None:
         """Pull each issuer's signed log (task-protocol.md §6), once the enforcers serve
@@ -252,6 +263,7 @@ class Daemon:
             out["not_enforced"] = self.enforcers.not_enforced_summary()
             out.update(self.enforcers.status())  # e.g. "nft", "dns"
         out["feeds"] = self.feeds.status() if self.feeds is not None else {}
+        out["probes"] = self.prober.status() if self.prober is not None else {"enabled": False}
         return out
 
     async def stop(self) -> None:
@@ -262,6 +274,9 @@ class Daemon:
             # First: nothing pulled may reach a pipeline that is closing.
             await self.feeds.close()
             self.feeds = None
+        if self.prober is not None:
+            await self.prober.close()
+            self.prober = None
         # Listeners close first and in-flight requests finish (bounded by
         # drain_seconds); only then is the register closed under them.
         for runner in reversed(self.runners):

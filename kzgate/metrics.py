@@ -223,6 +223,49 @@ FEED_PULLS = Family(
     ("issuer", "outcome"),
 )
 
+# probes (probes/prober.py): kind is probes.model.PLACE_KINDS, outcome OUTCOMES,
+# place a Place.name (a configured listener or resolver, or a kernel kind)
+LIFT_VERIFY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+PROBE_CHECKS = Family(
+    "kzgate_probe_checks",
+    "Probe checks (one target at one place), by place kind and outcome (pass, fail, unreachable).",
+    "counter",
+    ("kind", "outcome"),
+)
+PROBE_BLOCK_FAILURES = Family(
+    "kzgate_probe_block_failures",
+    "Probe checks of a target expected blocked that found it answered or passing, by place kind.",
+    "counter",
+    ("kind",),
+)
+PROBE_ROUND_FAILURES = Family(
+    "kzgate_probe_round_failures",
+    "Failed checks in the last probe round, per place.",
+    "gauge",
+    ("place",),
+)
+PROBE_LIFT_VERIFY_SECONDS = Family(
+    "kzgate_probe_lift_verify_seconds",
+    "Time from a resume's receipt to its targets checked lifted at every place.",
+    "histogram",
+    buckets=LIFT_VERIFY_BUCKETS,
+)
+PROBE_LIFT_PENDING_SECONDS = Family(
+    "kzgate_probe_lift_pending_seconds",
+    "Age (from its receipt) of the oldest resume still being checked lifted; 0 when none.",
+    "gauge",
+)
+PROBE_LIFTS_UNVERIFIED = Family(
+    "kzgate_probe_lifts_unverified",
+    "Resumes given up on: not checked lifted everywhere within 5 minutes of the receipt.",
+    "counter",
+)
+PROBE_FAULTS = Family(
+    "kzgate_probe_faults",
+    "Faults inside the prober (caught and logged; intake and enforcers go on).",
+    "counter",
+)
+
 # kzgate_listener_refusals_total{listener,reason}: what each listener's limits turned
 # away or cut off (README, "Listener limits"). Both labels come from this table only.
 REFUSAL_REASONS: Mapping[str, tuple[str, ...]] = {

@@ -31,7 +31,7 @@ from kzgate.errors import NotFound, TaskError
 from kzgate.feed.head import Head
 from kzgate.feed.ports import FeedEvent, Taken
 from kzgate.metrics import Metrics
-from kzgate.model import State, Task
+from kzgate.model import InstructionRef, State, Task
 from kzgate.protocol.intake import verify_task
 from kzgate.protocol.receipts import build_receipt, sign_receipt
 from kzgate.protocol.trust import TrustStore
@@ -83,6 +83,7 @@ class Pipeline:
         self.clock = clock
         self._thread = RegisterThread()
         self._pushed: list[Callable[[str, int], None]] = []
+        self._resumed: list[Callable[[InstructionRef, dt.datetime], None]] = []
         # What the API, the status and the scrape read, on the same thread.
         self.reader = RegisterReader(register, self._thread)
         metrics.register(*enforcers.collectors(), *self.reader.collectors())
@@ -174,6 +175,7 @@ class Pipeline:
                         await self._sign_missing(task.iss, task.id)  # as a pushed duplicate's
         elapsed = time.monotonic() - started
         receipts: list[ReceiptItem] = []
+        lifted: list[tuple[InstructionRef, dt.datetime | None]] = []
         for (i, task), result in zip(page, results, strict=True):
             if isinstance(result, TaskError):
                 self._refused(task, result)
@@ -186,7 +188,11 @@ class Pipeline:
                 )
                 receipts.append((task.iss, task.id, receipt, applied_at))
                 taken[i] = Taken(task.seq, task.id, status)
+                if task.type == "resume" and status == "applied":
+                    lifted.append((task.instruction, applied_at))
         await self._store_receipts(receipts)
+        for ref, at in lifted:
+            self._tell_resumed(ref, at)
         return [t for t in taken if t is not None]
 
     def _verify_page(self, bodies: Sequence[bytes], now: dt.datetime) -> list[Task | TaskError]:
@@ -225,6 +231,20 @@ class Pipeline:
             except Exception:  # the task is stored and answered: that must stand
                 log.exception("a pushed-task callback failed for %s seq %d", task.iss, task.seq)
 
+    def on_resumed(self, callback: Callable[[InstructionRef, dt.datetime], None]) -> None:
+        """``callback(instruction, applied_at)`` after each resume is applied and its
+        receipt stored (pushed, from a feed, or signed late); the prober's hook."""
+        self._resumed.append(callback)
+
+    def _tell_resumed(self, ref: InstructionRef, applied_at: dt.datetime | None) -> None:
+        if applied_at is None:
+            return
+        for callback in self._resumed:
+            try:
+                callback(ref, applied_at)
+            except Exception:  # the resume is in force and answered: that must stand
+                log.exception("a resumed-instruction callback failed for %s", ref.label())
+
     async def receipt(self, iss: str, task_id: str) -> Answer:
         receipt = await self.in_register(self.register.get_receipt, iss, task_id)
         if receipt is None:
@@ -253,6 +273,8 @@ class Pipeline:
         )
         await self._store_receipt(task.iss, task.id, receipt, applied_at)
         self._tell_pushed(task)
+        if task.type == "resume" and status == "applied":
+            self._tell_resumed(task.instruction, applied_at)
         return Answer(STATUS_CODE[status], receipt)
 
     def _settle(
@@ -326,6 +348,10 @@ class Pipeline:
             self.metrics.apply_seconds.observe((applied_at - received_at).total_seconds())
         receipt = self._sign(iss, task_id, *identity, status, received_at, applied_at, missing)
         await self._store_receipt(iss, task_id, receipt, applied_at)
+        if status == "applied" and self._resumed:
+            lifts = await self.in_register(self.register.resume_of, iss, task_id)
+            if lifts is not None:
+                self._tell_resumed(lifts[0], applied_at)
         return Answer(STATUS_CODE[status], receipt)
 
     async def _store_receipts(self, items: Sequence[ReceiptItem]) -> None:

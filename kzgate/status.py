@@ -21,6 +21,7 @@ STATUSES = ("active", "resumed", "pending", "cancelled")
 # (Enforcer.status) and is shown as it comes, so a new enforcer needs no edit here.
 KNOWN_FIELDS = frozenset(
     {"version", "ready", "enforcers", "listening", "nft", "dns", "not_enforced", "feeds"}
+    | {"probes"}
 )
 
 
@@ -55,6 +56,7 @@ def render(
         if dns:
             lines.append("dns           " + _dns_workers(dns))
         lines.extend(_feeds(live.get("feeds") or {}))
+        lines.extend(_probes(live.get("probes") or {}))
         for key, value in sorted(live.items()):
             if key not in KNOWN_FIELDS:
                 lines.append(f"{key:<13} {json.dumps(value, sort_keys=True, ensure_ascii=False)}")
@@ -131,6 +133,40 @@ def _feeds(feeds: Mapping[str, Any]) -> list[str]:
         if feed.get("error"):
             parts.append(str(feed["error"]))
         lines.append(f"{'feed ' + iss:<13} " + "   ".join(parts))
+    return lines
+
+
+def _probes(probes: Mapping[str, Any]) -> list[str]:
+    """The last probe round (failures per place, each failed check) and the lifts still
+    being checked; a place with failures in capitals."""
+    if not probes.get("enabled"):
+        return ["probes        off"] if probes else []
+    last = probes.get("last_round")
+    if last is None:
+        lines = ["probes        no round yet"]
+    else:
+        failures = dict(last.get("failures", {}))
+        unreachable = dict(last.get("unreachable", {}))
+        places = "   ".join(
+            (f"{place} FAILED {n}" if n else f"{place} ok")
+            + (f" ({unreachable[place]} unreachable)" if unreachable.get(place) else "")
+            for place, n in sorted(failures.items())
+        )
+        lines = [
+            f"probes        last round {last.get('at')}: {last.get('checks', 0)} checks   {places}"
+        ]
+        lines.extend(
+            f"                {f['target']} at {f['place']}: expected {f['expect']}, "
+            f"observed {f['observed']} ({f['instruction']})"
+            for f in last.get("failed", [])
+        )
+    for lift in probes.get("pending_lifts", []):
+        lines.append(
+            f"lift pending  {lift['instruction']}: applied {lift['applied_at']}, "
+            "not yet verified at every place"
+        )
+    for lift in probes.get("recent_verified", []):
+        lines.append(f"lift verified {lift['instruction']}: {lift['seconds']} s after its receipt")
     return lines
 
 

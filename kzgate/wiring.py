@@ -8,6 +8,8 @@ no package has to import another one's enforcer.
 
 from __future__ import annotations
 
+import functools
+
 from kzgate.config import Config
 from kzgate.dns.workers import WorkerPool
 from kzgate.enforce.base import Enforcer
@@ -16,7 +18,10 @@ from kzgate.enforce.dryrun import DryRunEnforcer
 from kzgate.enforce.nft import NftEnforcer
 from kzgate.enforce.routes import RoutesEnforcer
 from kzgate.enforce.set import EnforcerSet
+from kzgate.pipeline import Pipeline
 from kzgate.policy import PolicyIndex
+from kzgate.probes.ports import PipelinePorts
+from kzgate.probes.prober import Prober
 from kzgate.rpz.enforcer import RpzEnforcer
 
 
@@ -39,3 +44,19 @@ def build_enforcers(cfg: Config, *, index: PolicyIndex) -> EnforcerSet:
     if cfg.routes.enabled:
         enforcers.append(RoutesEnforcer(cfg.routes))
     return EnforcerSet(enforcers)
+
+
+def build_prober(cfg: Config, pipeline: Pipeline) -> Prober:
+    """The prober (probes.enabled): rounds, and the check of every lift."""
+    # MERGE: the stand-ins give way to kzgate.probes.sample and kzgate.probes.sweep.
+    from kzgate.probes import standins_pdaemon as core
+
+    ports = PipelinePorts(
+        pipeline,
+        cfg.probes,
+        choose=core.choose,
+        targets_of=core.targets_of,
+        monitoring_start=core.monitoring_start,
+        sweep=functools.partial(core.sweep_for, cfg),
+    )
+    return Prober(cfg.probes, ports)

@@ -109,10 +109,16 @@ async def post_task(request: web.Request) -> web.Response:
 
 
 async def get_task(request: web.Request) -> web.Response:
-    answer = await request.app[PIPELINE].receipt(
-        request.match_info["iss"], request.match_info["id"]
-    )
-    return web.json_response(answer.body, status=200)
+    pipeline = request.app[PIPELINE]
+    iss, task_id = request.match_info["iss"], request.match_info["id"]
+    answer = await pipeline.receipt(iss, task_id)
+    body = answer.body
+    lift = await pipeline.in_register(pipeline.register.resume_of, iss, task_id)
+    if lift is not None:
+        # Beside the signed receipt, never in it: the receipt is signed when the
+        # resume is applied, the lift is verified at every place later (probes).
+        body = {**body, "verified_at": lift[1]}
+    return web.json_response(body, status=200)
 
 
 async def get_instructions(request: web.Request) -> web.Response:

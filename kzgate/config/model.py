@@ -205,6 +205,16 @@ class RpzConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbesConfig:
+    """Proof of enforcement (issue 14): rounds of probes of a sample of targets."""
+
+    enabled: bool = False
+    resolvers: tuple[HostPort, ...] = ()  # the operator's resolvers (fed by RPZ) to check
+    interval: float = 60.0  # seconds between rounds
+    sample: int = 20  # restricted, and recently resumed, targets per round (each)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path
     operator: OperatorConfig
@@ -217,3 +227,4 @@ class Config:
     log: LogConfig
     rpz: RpzConfig = field(default_factory=RpzConfig)
     routes: RoutesConfig = field(default_factory=RoutesConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)

@@ -33,6 +33,7 @@ from kzgate.config.model import (
     MetricsConfig,
     NftConfig,
     OperatorConfig,
+    ProbesConfig,
     RateLimitConfig,
     RegisterConfig,
     RoutesConfig,
@@ -86,6 +87,7 @@ def parse_config(data: object, source: Path) -> Config:
         log=_log(root.child("log")),
         rpz=_rpz(root.child("rpz"), base),
         routes=_routes(root.child("routes")),
+        probes=_probes(root.child("probes")),
     )
     root.close()
     if errors.items:
@@ -353,6 +355,21 @@ def _routes(t: Table) -> RoutesConfig:
         type=t.get("type", choice(ROUTE_TYPES), d.type),
         protocol=protocol,
         netns=t.optional("netns", netns_name),
+    )
+    t.close()
+    return cfg
+
+
+def _probes(t: Table) -> ProbesConfig:
+    d = ProbesConfig()
+    resolvers = t.get_list("resolvers", hostport(listen=False), d.resolvers)
+    if len(set(resolvers)) != len(resolvers):
+        t.error("resolvers", "lists a resolver twice")
+    cfg = ProbesConfig(
+        enabled=t.get("enabled", boolean, d.enabled),
+        resolvers=resolvers,
+        interval=t.get("interval", number(1, inclusive=True), d.interval),
+        sample=t.get("sample", integer(1, 10_000), d.sample),
     )
     t.close()
     return cfg

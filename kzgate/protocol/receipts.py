@@ -20,6 +20,7 @@ from kzgate.protocol.jws import parse_compact, sign_compact
 from kzgate.protocol.verifier import Ed25519Verifier
 
 RECEIPT_TYP = "kzgate-receipt+json"
+UNSIGNED = frozenset({"receipt", "verified_at"})  # members of an answer outside the signature
 STATUSES = frozenset({"applied", "partial", "pending", "cancelled", "accepted"})
 _ED25519 = Ed25519Verifier()
 
@@ -94,7 +95,8 @@ def verify_receipt(receipt: dict[str, Any], public_key: Ed25519PublicKey) -> Non
         raise BadSignature("receipt: not an EdDSA kzgate receipt")
     if not _ED25519.verify(public_key, jws.signing_input, jws.signature):
         raise BadSignature("receipt: signature does not verify")
-    rest = {k: v for k, v in receipt.items() if k != "receipt"}
+    # verified_at (a resume's, GET /v1/tasks) is added after signing: not signed
+    rest = {k: v for k, v in receipt.items() if k not in UNSIGNED}
     # Bytes, not ==: in Python 1 == 1.0 == True, and a receipt must not be that loose.
     if canonical_json(rest) != canonical_json(signed) or canonical_json(signed) != jws.payload:
         raise BadSignature("receipt: the visible fields differ from the signed ones")

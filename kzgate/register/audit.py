@@ -26,6 +26,8 @@ AuditEvent = Literal[
     "resume_pending",
     "instruction_cancelled",
     "receipt_issued",
+    # the prober's (kzgate/probes/prober.py): a resume checked lifted everywhere
+    "lift_verified",
     # the feed's (kzgate.feed.ports.FeedEvent)
     "feed_conflict",
     "feed_rollback",

@@ -11,16 +11,21 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kzgate.feed.head import Head
 from kzgate.model import InstructionRef, Target
+from kzgate.probes.model import Candidate
 from kzgate.register import heads
 from kzgate.register.audit import AuditRow, VerifyResult
 from kzgate.register.audit import verify_chain as _verify_chain
 
 GAP_LIST_CAP = 1000
+# Target kinds a probe can check (url and app targets are not probed).
+PROBED_KINDS = ("domain", "ip", "cidr")
+_PROBED = "(" + ", ".join(f"'{kind}'" for kind in PROBED_KINDS) + ")"
+ALL_CANDIDATES_CHUNK = 10_000  # rows read per lock hold by all_candidates
 
 
 class RegisterReads:
@@ -109,8 +114,7 @@ class RegisterReads:
         (the §6 chain's inputs); LookupError when one of them is not stored."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, sha256 FROM tasks WHERE iss = ? AND seq BETWEEN ? AND ?"
-                " ORDER BY seq",
+                "SELECT seq, sha256 FROM tasks WHERE iss = ? AND seq BETWEEN ? AND ? ORDER BY seq",
                 (iss, first, last),
             ).fetchall()
         if len(rows) != max(0, last - first + 1):
@@ -118,6 +122,115 @@ class RegisterReads:
             missing = next(n for n in range(first, last + 1) if n not in held)
             raise LookupError(f"task {missing} of issuer {iss!r} is not stored")
         return [bytes.fromhex(digest) for _, digest in rows]
+
+    # -- probes (issue 14) ------------------------------------------------------
+
+    def probe_candidates(
+        self, *, resumed_since: datetime, restricted: int, offset: int
+    ) -> list[Candidate]:
+        """Up to ``restricted`` active domain/ip/cidr targets, taken in rowid order from
+        the rowid ``offset`` (modulo the highest target rowid, wrapping round), plus every
+        such target of the instructions whose resume was applied at or after
+        ``resumed_since``. Cheap at 1,000,000 targets: a rowid range read, never a sort
+        of the table (a caller rotates by passing a growing ``offset``)."""
+        with self._lock:
+            top = int(
+                self._conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM targets").fetchone()[0]
+            )
+            start = offset % (top + 1) if top else 0
+            out = self._active_from(start, None, restricted)
+            if len(out) < restricted and start > 0:  # wrap round to the first rows
+                out += self._active_from(0, start, restricted - len(out))
+            out += self._resumed_since(resumed_since)
+        return out
+
+    def _active_from(self, first: int, before: int | None, limit: int) -> list[Candidate]:
+        bound = "" if before is None else f" AND t.rowid < {int(before)}"
+        rows = self._conn.execute(
+            "SELECT t.kind, t.value, i.iss, i.number, i.date FROM targets t"
+            " JOIN instructions i ON i.rowid = t.instruction"
+            f" WHERE t.rowid >= ?{bound} AND i.status = 'active' AND t.kind IN {_PROBED}"
+            " ORDER BY t.rowid LIMIT ?",
+            (first, limit),
+        )
+        return [Candidate(Target(k, v), InstructionRef(iss, n, d)) for k, v, iss, n, d in rows]
+
+    def _resumed_since(self, since: datetime) -> list[Candidate]:
+        # applied_at is ISO text in the daemon's local offset; the text filter
+        # (a day early, wider than any UTC offset) keeps the read to recent
+        # rows, the exact comparison is on parsed times.
+        floor = (since - timedelta(days=1)).date().isoformat()
+        out: list[Candidate] = []
+        rows = self._conn.execute(
+            "SELECT i.rowid, i.iss, i.number, i.date, rt.applied_at FROM instructions i"
+            " JOIN tasks rt ON rt.rowid = i.resume_task"
+            " WHERE i.status = 'resumed' AND rt.applied_at >= ? ORDER BY i.rowid",
+            (floor,),
+        ).fetchall()
+        for row_id, iss, number, date, applied_at in rows:
+            resumed_at = datetime.fromisoformat(applied_at)
+            if resumed_at >= since:
+                out += self._targets_of(row_id, InstructionRef(iss, number, date), resumed_at)
+        return out
+
+    def _targets_of(
+        self, row_id: int, ref: InstructionRef, resumed_at: datetime | None
+    ) -> list[Candidate]:
+        return [
+            Candidate(Target(k, v), ref, resumed_at)
+            for k, v in self._conn.execute(
+                f"SELECT kind, value FROM targets WHERE instruction = ? AND kind IN {_PROBED}"
+                " ORDER BY rowid",
+                (row_id,),
+            )
+        ]
+
+    def instruction_candidates(self, ref: InstructionRef) -> list[Candidate]:
+        """Every probed target of one instruction (none for an unknown one), with when its
+        resume was applied (None while active)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT i.rowid, rt.applied_at FROM instructions i"
+                " LEFT JOIN tasks rt ON rt.rowid = i.resume_task AND i.status = 'resumed'"
+                " WHERE i.iss = ? AND i.number = ? AND i.date = ?",
+                (ref.iss, ref.number, ref.date),
+            ).fetchone()
+            if row is None:
+                return []
+            resumed_at = datetime.fromisoformat(row[1]) if row[1] else None
+            return self._targets_of(row[0], ref, resumed_at)
+
+    def all_candidates(self) -> Iterator[Candidate]:
+        """Every probed target of every active or resumed instruction, streamed in
+        target rowid order, ``ALL_CANDIDATES_CHUNK`` rows per hold of the lock."""
+        after = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT t.rowid, t.kind, t.value, i.iss, i.number, i.date,"
+                    " CASE WHEN i.status = 'resumed' THEN rt.applied_at END FROM targets t"
+                    " JOIN instructions i ON i.rowid = t.instruction"
+                    " LEFT JOIN tasks rt ON rt.rowid = i.resume_task"
+                    f" WHERE t.rowid > ? AND i.status IN ('active', 'resumed')"
+                    f" AND t.kind IN {_PROBED} ORDER BY t.rowid LIMIT ?",
+                    (after, ALL_CANDIDATES_CHUNK),
+                ).fetchall()
+            if not rows:
+                return
+            for _, kind, value, iss, number, date, applied_at in rows:
+                resumed_at = datetime.fromisoformat(applied_at) if applied_at else None
+                yield Candidate(Target(kind, value), InstructionRef(iss, number, date), resumed_at)
+            after = rows[-1][0]
+
+    def resume_of(self, iss: str, id: str) -> tuple[InstructionRef, str | None] | None:
+        """The instruction a stored resume task lifts and its ``verified_at`` (ISO text,
+        None until verified lifted); None when the task is not such a resume."""
+        row = self._one(
+            "SELECT i.iss, i.number, i.date, i.verified_at FROM instructions i"
+            " JOIN tasks t ON t.rowid = i.resume_task WHERE t.iss = ? AND t.id = ?",
+            (iss, id),
+        )
+        return (InstructionRef(row[0], row[1], row[2]), row[3]) if row else None
 
     # -- listings and statistics ----------------------------------------------
 

@@ -79,6 +79,11 @@ MIGRATIONS: list[str] = [
         accepted_at TEXT NOT NULL
     );
     """,
+    # 3: when a resume was verified lifted at every probed place (issue 14); set
+    # once by the prober, after the receipt (which is signed at apply time).
+    """
+    ALTER TABLE instructions ADD COLUMN verified_at TEXT;
+    """,
 ]
 
 

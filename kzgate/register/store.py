@@ -224,9 +224,7 @@ class Register(RegisterReads):
             owner = other[0] if other is not None else None
         return judge(task, inst, owner), row[0] if row is not None else None
 
-    def _write(
-        self, task: Task, verdict: Verdict, inst_row: int | None, at: str
-    ) -> _Change | None:
+    def _write(self, task: Task, verdict: Verdict, inst_row: int | None, at: str) -> _Change | None:
         """Store the task and what the verdict does to its instruction, with their
         audit rows; return the change to the effective state, made after COMMIT."""
         conn = self._conn
@@ -366,6 +364,26 @@ class Register(RegisterReads):
             "receipt_issued",
             {"iss": iss, "id": id, "status": status, "applied_at": receipt.get("applied_at")},
         )
+
+    # -- probes (issue 14) ------------------------------------------------------
+
+    def mark_verified(self, ref: InstructionRef, at: datetime) -> bool:
+        """Record that the resumed instruction ``ref`` was verified lifted everywhere at
+        ``at``: once (a later call changes nothing and answers False), with an audit row."""
+        with self._lock, self._tx():
+            cur = self._conn.execute(
+                "UPDATE instructions SET verified_at = ? WHERE iss = ? AND number = ?"
+                " AND date = ? AND status = 'resumed' AND verified_at IS NULL",
+                (_ts(at), ref.iss, ref.number, ref.date),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._append_audit(
+                _ts(at),
+                "lift_verified",
+                {"iss": ref.iss, "number": ref.number, "date": ref.date, "verified_at": _ts(at)},
+            )
+            return True
 
     # -- the feed (task-protocol.md §6) ----------------------------------------
 

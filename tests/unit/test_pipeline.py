@@ -218,3 +218,27 @@ async def test_a_task_stored_but_never_answered_is_in_force_and_signed_at_start(
         verify_receipt(stored, setup.public)
     finally:
         await pipeline.close()
+
+
+async def test_the_resumed_hook_hears_each_applied_resume_pushed_or_taken(
+    tmp_path: Path, pki: Path
+) -> None:
+    setup = Setup(tmp_path, pki)
+    pipeline = setup.pipeline(Recording("dns", []))
+    heard: list[tuple[str, dt.datetime]] = []
+    pipeline.on_resumed(lambda ref, at: heard.append((ref.number, at)))
+    pipeline.on_resumed(lambda ref, at: 1 / 0)  # a faulty listener changes nothing
+    await pipeline.start()
+    try:
+        await pipeline.submit(setup.mci.sign(setup.mci.restrict("1", "domain:one.kz")))
+        await pipeline.submit(setup.mci.sign(setup.mci.restrict("2", "domain:two.kz")))
+        assert heard == []  # restricts are not lifts
+        answer = await pipeline.submit(setup.mci.sign(setup.mci.resume("1")))
+        assert answer.body["status"] == "applied"
+        assert heard == [("1", dt.datetime.fromisoformat(answer.body["applied_at"]))]
+        pending = await pipeline.submit(setup.mci.sign(setup.mci.resume("9")))
+        assert pending.body["status"] == "pending" and len(heard) == 1  # nothing was lifted
+        await pipeline.take("mci", [setup.mci.sign(setup.mci.resume("2"))], None)
+        assert [number for number, _ in heard] == ["1", "2"]
+    finally:
+        await pipeline.close()

@@ -166,3 +166,47 @@ def test_set_only_mode_prints_the_rules_and_the_sets_no_rule_matches() -> None:
     assert "NO RULE looks up blocked_hosts_v4: what they hold is NOT dropped" in text
     # full mode: kzgate's own rules, nothing to tell the operator
     assert "nft rules" not in render(STATS, {}, {"ready": True, "nft": {"elements": {}}})
+
+
+def test_probes_show_the_last_round_its_failures_and_pending_lifts() -> None:
+    live = {
+        "ready": True,
+        "probes": {
+            "enabled": True,
+            "last_round": {
+                "at": "2026-11-22T10:16:00+05:00",
+                "checks": 60,
+                "failures": {"10.0.0.53:53": 1, "127.0.0.1:5353": 0},
+                "unreachable": {"10.0.0.54:53": 20},
+                "failed": [
+                    {
+                        "target": "a.kz",
+                        "source": "domain:a.kz",
+                        "place": "10.0.0.53:53",
+                        "expect": "blocked",
+                        "observed": "A 192.0.2.7",
+                        "instruction": "mci No. 77-1 of 2026-11-01",
+                    }
+                ],
+            },
+            "pending_lifts": [
+                {
+                    "instruction": "mci No. 5 of 2026-11-01",
+                    "applied_at": "2026-11-22T10:15:58+05:00",
+                }
+            ],
+            "recent_verified": [{"instruction": "mci No. 4 of 2026-11-01", "seconds": 1.25}],
+        },
+    }
+    lines = render(STATS, {}, live).splitlines()
+    probes = [line for line in lines if line.startswith(("probes", "lift", "    "))]
+    assert probes == [
+        "probes        last round 2026-11-22T10:16:00+05:00: 60 checks   "
+        "10.0.0.53:53 FAILED 1   127.0.0.1:5353 ok",
+        "                a.kz at 10.0.0.53:53: expected blocked, observed A 192.0.2.7 "
+        "(mci No. 77-1 of 2026-11-01)",
+        "lift pending  mci No. 5 of 2026-11-01: applied 2026-11-22T10:15:58+05:00, "
+        "not yet verified at every place",
+        "lift verified mci No. 4 of 2026-11-01: 1.25 s after its receipt",
+    ]
+    assert "probes        off" in render(STATS, {}, {"probes": {"enabled": False}})

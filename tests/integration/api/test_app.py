@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import ipaddress
 import json
 import ssl
@@ -17,6 +18,7 @@ from kzgate.config import load_config
 from kzgate.daemon import Daemon
 from kzgate.enforce.dryrun import DryRunEnforcer
 from kzgate.keys import load_private_key
+from kzgate.model import InstructionRef
 from kzgate.protocol.receipts import verify_receipt
 from tests.support.kzfixtures import Regulator, client_ssl, dump_register, write_config
 
@@ -351,3 +353,46 @@ async def test_instruction_listing_caps_targets_and_counts_them(api: Api, mci: R
     assert len(instruction["targets"]) == 5 and instruction["targets_total"] == 150
     status, listed = await api.get("/v1/instructions?limit=0")
     assert (status, listed["error"]) == (422, "invalid_task")
+
+
+async def test_a_resume_answers_verified_at_beside_the_signed_receipt(
+    api: Api, mci: Regulator, pki: Path
+) -> None:
+    first = mci.restrict("88-1", "domain:lifted.kz")
+    await api.post(mci.sign(first))
+    task = mci.resume("88-1")
+    status, receipt = await api.post(mci.sign(task))
+    assert (status, receipt["status"]) == (200, "applied")
+    assert "verified_at" not in receipt  # the answer to the push: the receipt alone
+    status, got = await api.get(f"/v1/tasks/mci/{task['id']}")
+    assert status == 200 and got["verified_at"] is None
+    assert {k: v for k, v in got.items() if k != "verified_at"} == receipt
+    verify_receipt(got, operator_public(pki))  # verified_at is outside the signature
+    register = api.daemon.pipeline.register  # type: ignore[union-attr]
+    at = dt.datetime.fromisoformat(receipt["applied_at"]) + dt.timedelta(seconds=2)
+    assert register.mark_verified(InstructionRef("mci", "88-1", "2026-11-01"), at)
+    status, got = await api.get(f"/v1/tasks/mci/{task['id']}")
+    assert got["verified_at"] == at.isoformat()
+    verify_receipt(got, operator_public(pki))
+    status, restricted = await api.get(f"/v1/tasks/mci/{first['id']}")
+    assert status == 200 and "verified_at" not in restricted  # only a resume has one
+
+
+async def test_probes_enabled_wire_a_prober_that_hears_resumes_and_never_stops_intake(
+    tmp_path: Path, pki: Path, mci: Regulator
+) -> None:
+    daemon = await start(tmp_path, pki, probes={"enabled": True, "interval": 1, "sample": 5})
+    try:
+        assert daemon.prober is not None and daemon.pipeline is not None
+        heard: list[InstructionRef] = []
+        daemon.pipeline.on_resumed(lambda ref, at: heard.append(ref))
+        await daemon.pipeline.submit(mci.sign(mci.restrict("5", "domain:probe.kz")))
+        answer = await daemon.pipeline.submit(mci.sign(mci.resume("5")))
+        assert answer.body["status"] == "applied"  # whatever the probes do, intake answers
+        assert heard == [InstructionRef("mci", "5", "2026-11-01")]
+        assert daemon.prober.rounds >= 1
+        status = daemon.live_status()["probes"]
+        assert isinstance(status, dict) and status["enabled"] is True
+    finally:
+        await daemon.stop()
+    assert daemon.prober is None

@@ -85,6 +85,17 @@ FEED_CONTRACT = {
     "kzgate_feed_state": "gauge",
     "kzgate_feed_pulls_total": "counter",
 }
+# Issue 14, probes: declared always, exported only with probes.enabled (the prober's
+# collectors; tests/unit/probes/test_prober.py checks the samples). Queried by the alerts
+# and the dashboard.
+PROBE_CONTRACT = {
+    "kzgate_probe_checks_total": "counter",
+    "kzgate_probe_block_failures_total": "counter",
+    "kzgate_probe_round_failures": "gauge",
+    "kzgate_probe_lift_verify_seconds": "histogram",
+    "kzgate_probe_lift_pending_seconds": "gauge",
+    "kzgate_probe_lifts_unverified_total": "counter",
+}
 # Labelled counters kzgate exports at 0 for each enforcer from the start (a series that
 # appears at its first event would make increase() miss that event).
 ENFORCER_COUNTERS = ("kzgate_enforcer_errors_total", "kzgate_enforcer_drift_repairs_total")
@@ -92,7 +103,7 @@ ENFORCER_COUNTERS = ("kzgate_enforcer_errors_total", "kzgate_enforcer_drift_repa
 # Series names a query may use: histograms as their _bucket/_sum/_count series.
 QUERYABLE = {"up"} | {
     name + suffix
-    for name, kind in {**CONTRACT, **NFT_CONTRACT, **FEED_CONTRACT}.items()
+    for name, kind in {**CONTRACT, **NFT_CONTRACT, **FEED_CONTRACT, **PROBE_CONTRACT}.items()
     for suffix in (("_bucket", "_sum", "_count") if kind == "histogram" else ("",))
 }
 
@@ -100,7 +111,7 @@ QUERYABLE = {"up"} | {
 LABEL_VALUES: dict[str, re.Pattern[str]] = {
     "type": re.compile(r"restrict|resume|unknown"),
     "outcome": re.compile(r"[a-z][a-z_]*"),  # applied, pending, ... or an error code
-    "kind": re.compile(r"domain|ip|cidr|url|app"),
+    "kind": re.compile(r"domain|ip|cidr|url|app|kzgate|resolver|nft|routes|connect"),
     "issuer": re.compile(r"mci|sts"),  # the issuer ids of the test config
     "enforcer": re.compile(r"dns|dns-workers|nft|dryrun"),
     "verdict": re.compile(
@@ -347,6 +358,8 @@ REQUIRED_ALERTS = {
     "KzgateFeedRollback",
     "KzgateFeedStale",
     "KzgateFeedUnreachable",
+    "KzgateProbeRestrictedAnswered",
+    "KzgateLiftNotVerified",
 }
 
 

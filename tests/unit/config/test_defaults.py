@@ -30,6 +30,7 @@ from kzgate.config import (
     MetricsConfig,
     NftConfig,
     OperatorConfig,
+    ProbesConfig,
     RateLimitConfig,
     RegisterConfig,
     RoutesConfig,
@@ -63,6 +64,7 @@ SECTIONS: list[tuple[str, Callable[[Config], Any], type]] = [
     ("log", lambda c: c.log, LogConfig),
     ("rpz", lambda c: c.rpz, RpzConfig),
     ("routes", lambda c: c.routes, RoutesConfig),
+    ("probes", lambda c: c.probes, ProbesConfig),
 ]
 
 # Fields without a dataclass default: the required keys, and the two whose
@@ -85,6 +87,7 @@ NO_DEFAULT: dict[type, set[str]] = {
     LogConfig: set(),
     RpzConfig: set(),
     RoutesConfig: set(),
+    ProbesConfig: set(),
     TsigConfig: {"name", "algorithm", "secret_file"},
 }
 
@@ -103,6 +106,7 @@ def with_empty_sections(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with every optional section written out as an empty mapping."""
     out = dict(doc, dns={"tcp": {}}, nftables={}, register={}, metrics={}, log={}, rpz={})
     out["routes"] = {}
+    out["probes"] = {}
     out["api"] = dict(doc["api"], rate_limit={})
     return out
 
@@ -129,6 +133,7 @@ def test_the_whole_parsed_default_equals_the_built_default() -> None:
     assert cfg.log == LogConfig()
     assert cfg.rpz == RpzConfig()
     assert cfg.routes == RoutesConfig()
+    assert cfg.probes == ProbesConfig()
     assert cfg.api == ApiConfig(tls_cert=cfg.api.tls_cert, tls_key=cfg.api.tls_key)
 
 

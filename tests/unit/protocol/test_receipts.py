@@ -155,3 +155,15 @@ def test_sign_receipt_refuses_a_signed_body() -> None:
     signed = sign_receipt(body(), OPERATOR_KEY, "k")
     with pytest.raises(ValueError):
         sign_receipt(signed, OPERATOR_KEY, "k")
+
+
+def test_verified_at_beside_a_receipt_is_outside_the_signature() -> None:
+    key = Ed25519PrivateKey.generate()
+    at = dt.datetime(2026, 11, 22, 10, 15, tzinfo=dt.UTC)
+    body = build_receipt(status="applied", task_iss="mci", task_id="r1", seq=2, sha256="ab" * 32,
+                         operator="op", received_at=at, applied_at=at)  # fmt: skip
+    signed = sign_receipt(body, key, "op")
+    verify_receipt({**signed, "verified_at": None}, key.public_key())
+    verify_receipt({**signed, "verified_at": "2026-11-22T10:15:03+00:00"}, key.public_key())
+    with pytest.raises(BadSignature):  # a signed member still may not change
+        verify_receipt({**signed, "applied_at": "2026-11-22T10:15:03+00:00"}, key.public_key())

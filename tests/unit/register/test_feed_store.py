@@ -274,6 +274,8 @@ def test_a_schema_1_register_opens_and_migrates(db: Path, monkeypatch: pytest.Mo
     try:
         after = dump(db)
         assert after.pop("feed_heads") == []
+        # migration 3 adds instructions.verified_at (NULL): every row kept as it was
+        after["instructions"] = [r[:-1] for r in after["instructions"]]
         assert after == before  # every row kept
         assert set(reg.state.snapshot().domains) == {"a.kz"}
         assert reg.held_through("mci") == 1
@@ -282,5 +284,5 @@ def test_a_schema_1_register_opens_and_migrates(db: Path, monkeypatch: pytest.Mo
     finally:
         reg.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2 == len(schema.MIGRATIONS)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
     conn.close()
