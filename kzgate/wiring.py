@@ -8,7 +8,7 @@ no package has to import another one's enforcer.
 
 from __future__ import annotations
 
-import functools
+import logging
 
 from kzgate.config import Config
 from kzgate.dns.workers import WorkerPool
@@ -20,9 +20,18 @@ from kzgate.enforce.routes import RoutesEnforcer
 from kzgate.enforce.set import EnforcerSet
 from kzgate.pipeline import Pipeline
 from kzgate.policy import PolicyIndex
+from kzgate.probes.places import ConfiguredSweep
 from kzgate.probes.ports import PipelinePorts
 from kzgate.probes.prober import Prober
+from kzgate.probes.sample import choose, monitoring_start, targets_of
 from kzgate.rpz.enforcer import RpzEnforcer
+
+log = logging.getLogger("kzgate.probes")
+
+# The daemon's rounds are small (probes.sample names and addresses, at every
+# place); a lift's check covers all of an instruction's targets, so the rate
+# bounds what a 100,000-target resume sends at the resolvers.
+DAEMON_PROBE_RATE = 200.0  # targets a second
 
 
 def build_enforcers(cfg: Config, *, index: PolicyIndex) -> EnforcerSet:
@@ -48,15 +57,13 @@ def build_enforcers(cfg: Config, *, index: PolicyIndex) -> EnforcerSet:
 
 def build_prober(cfg: Config, pipeline: Pipeline) -> Prober:
     """The prober (probes.enabled): rounds, and the check of every lift."""
-    # MERGE: the stand-ins give way to kzgate.probes.sample and kzgate.probes.sweep.
-    from kzgate.probes import standins_pdaemon as core
-
+    swept = ConfiguredSweep(cfg, DAEMON_PROBE_RATE, log.warning)
     ports = PipelinePorts(
         pipeline,
         cfg.probes,
-        choose=core.choose,
-        targets_of=core.targets_of,
-        monitoring_start=core.monitoring_start,
-        sweep=functools.partial(core.sweep_for, cfg),
+        choose=choose,
+        targets_of=targets_of,
+        monitoring_start=monitoring_start,
+        sweep=swept,
     )
-    return Prober(cfg.probes, ports)
+    return Prober(cfg.probes, ports, on_close=swept.close)

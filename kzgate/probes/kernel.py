@@ -42,8 +42,10 @@ verdict (``verdict.connect_check``):
   ``blocked: EPERM``            the host's output hook refused the datagram
   ``open: connected``           the TCP handshake completed
   ``open: ECONNREFUSED``        the peer answered, with a reset
-  ``unreachable: timeout``      no answer within ``connect_timeout``
-  ``unreachable: <ERRNO>``      any other error (EHOSTUNREACH, ENETUNREACH, EACCES, ...)
+  ``open: sent, tcp <what>``    the datagram went out (no output rule stopped it);
+                                TCP then met a timeout or an error further on
+  ``unreachable: <ERRNO>``      the datagram could not be sent for another reason
+                                (ENETUNREACH: no route; the check shows nothing)
 
 Sockets are opened inside the configured namespace (``run_in_netns``), as
 the enforcers do; the methods block, and sweep calls them in a thread.
@@ -103,7 +105,9 @@ def connect_class(udp_errno: int | None, tcp: str) -> str:
         return f"unreachable: {errno.errorcode.get(udp_errno, str(udp_errno))}"
     if tcp in ("connected", "ECONNREFUSED"):
         return f"open: {tcp}"
-    return f"unreachable: {tcp}"
+    # The datagram passed the output hook, so no rule of ours stopped it; what
+    # TCP met further on (a silent peer, a router's error) is only detail.
+    return f"open: sent, tcp {tcp}"
 
 
 class Kernel:

@@ -39,9 +39,6 @@ class Place:
     kind: PlaceKind
     name: str
 
-    def is_dns(self) -> bool:
-        return self.kind in ("kzgate", "resolver")
-
 
 @dataclass(frozen=True, slots=True)
 class Candidate:

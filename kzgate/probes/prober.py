@@ -93,8 +93,10 @@ class Prober:
         monotonic: Callable[[], float] = time.monotonic,
         retry_every: float = RETRY_EVERY,
         give_up_after: float = GIVE_UP_AFTER,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._on_close = on_close
         self.ports = ports
         self.clock = clock
         self.monotonic = monotonic
@@ -124,6 +126,8 @@ class Prober:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._rounds = None
         self._lifts.clear()
+        if self._on_close is not None:
+            self._on_close()  # the kernel probe's sockets
 
     # -- rounds --------------------------------------------------------------------
 
@@ -197,9 +201,16 @@ class Prober:
         deadline = self.monotonic() + max(0.0, self.give_up_after - waited)
         try:
             while True:
-                if await self._lift_checked(ref):
+                verified, checks = await self._lift_checked(ref)
+                last = self.monotonic() + self.retry_every > deadline
+                if verified or last:
+                    # Counted once: the checks that verified the lift, or the last ones
+                    # before giving up. The retries in between are a resolver catching
+                    # up with the zone, not failures to report.
+                    self._count(checks)
+                if verified:
                     return True
-                if self.monotonic() + self.retry_every > deadline:
+                if last:
                     self.unverified.inc()
                     log.warning(
                         "lift not verified within %.0f s: %s", self.give_up_after, ref.label()
@@ -209,26 +220,26 @@ class Prober:
         finally:
             self.pending.pop(ref, None)
 
-    async def _lift_checked(self, ref: InstructionRef) -> bool:
-        """One pass over the lift's targets: True once it is recorded verified."""
+    async def _lift_checked(self, ref: InstructionRef) -> tuple[bool, Sequence[Check]]:
+        """One pass over the lift's targets: (recorded verified, the checks made)."""
+        checks: Sequence[Check] = ()
         try:
             targets = await self.ports.lift_targets(ref)
             if not targets:
-                return False  # nothing it names can be probed (url, app): never "verified"
+                return False, ()  # nothing it names can be probed (url, app): never "verified"
             checks = await self.ports.sweep(targets)
-            self._count(checks)
             if not checks or any(c.outcome != "pass" for c in checks):
-                return False
+                return False, checks
             at = self.clock()
             await self.ports.mark_verified(ref, at)
         except Exception:
             self._fault("checking the lift of %s failed", ref.label())
-            return False
+            return False, checks
         seconds = (at - self.pending.get(ref, at)).total_seconds()
         self.verify_seconds.observe(max(0.0, seconds))
         self.verified = [*self.verified[-9:], (ref, seconds)]
         log.info("lift verified at every place: %s after %.2f s", ref.label(), seconds)
-        return True
+        return True, checks
 
     # -- what it shows ----------------------------------------------------------------
 

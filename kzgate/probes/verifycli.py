@@ -19,20 +19,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO, cast
 
-from kzgate.config.hostport import HostPort
 from kzgate.model import InstructionRef
 from kzgate.probes.model import Candidate, Check, ProbeTarget
+from kzgate.probes.places import blocks_for, places_for
 from kzgate.probes.report import build_report, sign_report
 from kzgate.probes.sample import choose, monitoring_start, targets_of
-from kzgate.probes.sweep import KernelProbe, Places, sweep
-from kzgate.probes.verdict import block_answer_for_kzgate, block_answer_for_resolvers
+from kzgate.probes.sweep import sweep
 
 DEFAULT_RATE = 100.0  # targets a second: --all over 1,000,000 targets takes under 3 hours
-DEFAULT_SAMPLE = 20  # probes.sample's default (used until the config carries the section)
-DEFAULT_INTERVAL = 60.0  # probes.interval's default: the sample rotates once per interval
 KZ_TIME = dt.timezone(dt.timedelta(hours=5))  # Kazakhstan, one zone since 2024-03-01
 _INSTRUCTION = re.compile(r"(?:(?P<iss>[^:]+):)?(?P<number>.+)/(?P<date>\d{4}-\d\d-\d\d)")
-_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 class UsageError(Exception):
@@ -70,11 +66,11 @@ def main(args: argparse.Namespace) -> int:
     register = open_register(cfg)
     kernel = None
     try:
-        places, kernel = build_places(cfg)
+        places, kernel = places_for(cfg, _warn)
         scope, targets = choose_targets(cfg, register, ref, args.all)
         started = dt.datetime.now(dt.UTC)
         progress = Progress(sys.stderr) if args.all else None
-        blocks = (block_answer_for_kzgate(cfg.dns), block_answer_for_resolvers(cfg.dns, cfg.rpz))
+        blocks = blocks_for(cfg)
         checks = asyncio.run(sweep(targets, places, kernel, blocks, rate=rate, progress=progress))
         finished = dt.datetime.now(dt.UTC)
         if progress is not None:
@@ -122,6 +118,10 @@ def parse_instruction(text: str, cfg: Any) -> InstructionRef:
     return InstructionRef(iss, m["number"], m["date"])
 
 
+def _warn(text: str) -> None:
+    print(f"kzgate: {text}", file=sys.stderr)
+
+
 def open_register(cfg: Any) -> Any:
     from kzgate.register.store import Register, RegisterError
 
@@ -130,48 +130,6 @@ def open_register(cfg: Any) -> Any:
     except RegisterError as exc:
         print(f"kzgate: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def build_places(cfg: Any) -> tuple[Places, KernelProbe | None]:
-    """The configured places; kernel places only when the kernel probe can be opened."""
-    probes = getattr(cfg, "probes", None)  # the probes config section (issue 14)
-    resolvers = list(getattr(probes, "resolvers", ()))
-    kzgate = [_reachable(hp) for hp in cfg.dns.listen] if cfg.dns.enabled else []
-    nft = cfg.nftables if cfg.nftables.enabled else None
-    routes = cfg.routes if cfg.routes.enabled else None
-    connect = nft is not None and "output" in nft.hooks
-    kernel: KernelProbe | None = None
-    if nft is not None or routes is not None:
-        kernel = _open_kernel(nft, routes)
-        if kernel is None:
-            nft, routes, connect = None, None, False
-    return Places(kzgate, resolvers, nft, routes, connect), kernel
-
-
-def _open_kernel(nft: Any, routes: Any) -> KernelProbe | None:
-    try:
-        from kzgate.probes.kernel import Kernel  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        print(
-            "kzgate: the kernel probe (kzgate.probes.kernel) is not in this build:"
-            " nftables, routes and connect() are not checked",
-            file=sys.stderr,
-        )
-        return None
-    try:
-        return cast(KernelProbe, Kernel(nft, routes))
-    except OSError as exc:
-        print(
-            f"kzgate: cannot open the kernel probe ({exc}):"
-            " nftables, routes and connect() are not checked",
-            file=sys.stderr,
-        )
-        return None
-
-
-def _reachable(hp: HostPort) -> HostPort:
-    """A listener on every address is asked on loopback."""
-    return HostPort(_WILDCARD.get(hp.host, hp.host), hp.port)
 
 
 def choose_targets(
@@ -195,9 +153,7 @@ def choose_targets(
         return f"instruction {ref.label()}", list(
             targets_of(candidates, blocked_name, blocked_address)
         )
-    probes = getattr(cfg, "probes", None)
-    n = int(getattr(probes, "sample", DEFAULT_SAMPLE))
-    interval = float(getattr(probes, "interval", DEFAULT_INTERVAL))
+    n, interval = cfg.probes.sample, cfg.probes.interval
     now = dt.datetime.now(KZ_TIME)
     since = dt.datetime.combine(monitoring_start(now.date()), dt.time(), KZ_TIME)
     round_no = int(now.timestamp() // interval)

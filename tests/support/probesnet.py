@@ -423,6 +423,10 @@ async def probes_fleet(
     }
     peers: list[Peer] = []
     with netns.namespace_pair() as pair:
+        # A default route, as a real host has: the connect() place sends a datagram to
+        # addresses outside the pair, which needs a route to leave (the server drops it).
+        netns.ip(f"-n {pair.client} route add default via {pair.server_v4}")
+        netns.ip(f"-n {pair.client} -6 route add default via {pair.server_v6}")
         sections["nftables"] = {"enabled": True, "netns": pair.client, "hooks": ["output"]}
         if probes:
             sections["probes"] = probes_section(list(ports.values()), **probe_options)

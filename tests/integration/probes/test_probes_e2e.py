@@ -207,12 +207,12 @@ async def test_a_resolver_that_stopped_transferring_is_reported(tmp_path: Path, 
         assert failures[bind] in (1, 2), failures
         assert status_failures(await fleet.status()).get(bind, 0) > 0
 
-        code, report, output = await verify(fleet, tmp_path, "--instruction", "A-2/2026-11-01")
+        code, report, output = await verify(fleet, tmp_path, "--instruction", "mci:A-2/2026-11-01")
         assert code == 1, output
         assert failing_checks(report) == {("domain:late.test", bind)}, report
         assert "late.test" in output and "fail" in output, output
         # The instruction restricted before the breakage passes everywhere.
-        code, report, output = await verify(fleet, tmp_path, "--instruction", "A-1/2026-11-01")
+        code, report, output = await verify(fleet, tmp_path, "--instruction", "mci:A-1/2026-11-01")
         assert code == 0 and not failing_checks(report), output
 
 
@@ -231,7 +231,7 @@ async def test_an_override_of_one_name_in_one_resolver_is_reported(
         failures = await failing_only_at(fleet, {unbound})
         assert failures[unbound] == 1, failures  # the name itself; its subdomains still block
 
-        code, report, output = await verify(fleet, tmp_path, "--instruction", "B-1/2026-11-01")
+        code, report, output = await verify(fleet, tmp_path, "--instruction", "mci:B-1/2026-11-01")
         assert code == 1, output
         assert failing_checks(report) == {("domain:local.test", unbound)}, report
         observed = [c["observed"] for c in report["checks"] if c["outcome"] == "fail"]
@@ -252,7 +252,7 @@ async def test_an_element_missing_from_the_kernel_is_reported(tmp_path: Path, pk
             # "connect" fails with it where the prober connects: the kernel lets it through.
             failures = await failing_only_at(fleet, {"nft", "connect"})
             assert failures["nft"] == 1, failures
-            code, report, output = await verify(fleet, tmp_path, "--instruction", "C-1/2026-11-01")
+            code, report, output = await verify(fleet, tmp_path, "--instruction", "mci:C-1/2026-11-01")
             assert code == 1, output
             failed = failing_checks(report)
             assert ("ip:" + address, "nft") in failed, report

@@ -173,22 +173,19 @@ def test_config_error_exits_2(tmp_path: Path, capsys: Any) -> None:
     assert "bad.yaml" in capsys.readouterr().err
 
 
-def test_kernel_places_are_skipped_with_a_message_when_the_probe_is_missing(
-    tmp_path: Path, pki: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+def test_kernel_places_are_skipped_with_a_message_when_the_probe_cannot_open(
+    tmp_path: Path, pki: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_kernel(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "kzgate.probes.kernel":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_kernel)
     from kzgate.config import load_config
+    from kzgate.probes import kernel, places
 
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(kernel, "Kernel", refuse)
     cfg = load_config(write_config(tmp_path, pki, nftables={"enabled": True, "hooks": ["output"]}))
-    places, kernel = verifycli.build_places(cfg)
-    assert kernel is None and places.nft is None and not places.connect
-    assert "not checked" in capsys.readouterr().err
+    said: list[str] = []
+    found, probe = places.places_for(cfg, said.append)
+    assert probe is None and found.nft is None and found.routes is None and not found.connect
+    assert found.kzgate  # the DNS places stay
+    assert said and "unchecked" in said[0] and "Operation not permitted" in said[0]

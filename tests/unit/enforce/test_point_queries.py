@@ -130,8 +130,8 @@ def test_the_most_specific_of_our_routes_covers_an_address() -> None:
         (errno.EPERM, "", "blocked: EPERM"),  # our output rule, drop or reject
         (None, "connected", "open: connected"),
         (None, "ECONNREFUSED", "open: ECONNREFUSED"),
-        (None, "timeout", "unreachable: timeout"),
-        (None, "EHOSTUNREACH", "unreachable: EHOSTUNREACH"),
+        (None, "timeout", "open: sent, tcp timeout"),
+        (None, "EHOSTUNREACH", "open: sent, tcp EHOSTUNREACH"),
         (errno.ENETUNREACH, "", "unreachable: ENETUNREACH"),
     ],
 )
