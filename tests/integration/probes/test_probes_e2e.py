@@ -252,7 +252,9 @@ async def test_an_element_missing_from_the_kernel_is_reported(tmp_path: Path, pk
             # "connect" fails with it where the prober connects: the kernel lets it through.
             failures = await failing_only_at(fleet, {"nft", "connect"})
             assert failures["nft"] == 1, failures
-            code, report, output = await verify(fleet, tmp_path, "--instruction", "mci:C-1/2026-11-01")
+            code, report, output = await verify(
+                fleet, tmp_path, "--instruction", "mci:C-1/2026-11-01"
+            )
             assert code == 1, output
             failed = failing_checks(report)
             assert ("ip:" + address, "nft") in failed, report
