@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -25,6 +26,7 @@ from kzgate.probes.model import Check, Outcome, Place, ProbeTarget
 from kzgate.rpz.zone import resolve_action
 
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
+KZGATE_EDE = 16  # Censored: kzgate/dns/engine.py puts it in every block answer to an EDNS query
 _SHOWN_RECORDS = 3  # records named in ``observed``; the rest counted
 
 
@@ -35,15 +37,20 @@ class BlockAnswer:
     rcodes: frozenset[str]  # e.g. {"NXDOMAIN"}; {"REFUSED"} for block_mode refused at kzgate
     addresses: frozenset[str]  # sinkhole addresses (block_mode sinkhole / rpz sinkhole)
     nodata: bool  # RPZ action nodata: NOERROR with no answer is a block
+    # An extended DNS error (RFC 8914) every block answer carries, when the place marks
+    # its blocks: kzgate's own answers carry 16 (Censored), naming the instruction.
+    # Without it, an upstream's NXDOMAIN for a name that does not exist would pass
+    # for a block (a subdomain probe's name, above all).
+    ede: int | None = None
 
 
 def block_answer_for_kzgate(dns_cfg: DnsConfig) -> BlockAnswer:
     """kzgate's own listeners answer a blocked name per ``dns.block_mode``."""
     if dns_cfg.block_mode == "sinkhole":
         sinkholes = frozenset({str(dns_cfg.sinkhole_ipv4), str(dns_cfg.sinkhole_ipv6)})
-        return BlockAnswer(frozenset(), sinkholes, nodata=False)
+        return BlockAnswer(frozenset(), sinkholes, nodata=False, ede=KZGATE_EDE)
     rcode = "REFUSED" if dns_cfg.block_mode == "refused" else "NXDOMAIN"
-    return BlockAnswer(frozenset({rcode}), frozenset(), nodata=False)
+    return BlockAnswer(frozenset({rcode}), frozenset(), nodata=False, ede=KZGATE_EDE)
 
 
 def block_answer_for_resolvers(dns_cfg: DnsConfig, rpz: RpzConfig) -> BlockAnswer:
@@ -81,6 +88,9 @@ def dns_check(
     if not _answers_question(msg, target.value):
         return _check(target, place, "not an answer to the question", "unreachable", at)
     rcode = dns.rcode.to_text(msg.rcode())
+    if rcode in block.rcodes and not _marked(msg, block):
+        outcome: Outcome = "fail" if rcode == "NXDOMAIN" else "unreachable"
+        return _check(target, place, f"{rcode} without EDE {block.ede}", outcome, at)
     if rcode in block.rcodes:
         return _check(target, place, rcode, _judged(True, target), at)
     if rcode == "NXDOMAIN":  # not this place's block answer, but no more an open name
@@ -92,8 +102,18 @@ def dns_check(
         observed = "NODATA" if not records else ", ".join(records) + ", no address"
         return _check(target, place, observed, _judged(block.nodata, target), at)
     observed = _shown(records)
-    sinkholed = all(a in block.addresses for a in addresses)
+    sinkholed = all(a in block.addresses for a in addresses) and _marked(msg, block)
     return _check(target, place, observed, _judged(sinkholed, target), at)
+
+
+def _marked(msg: dns.message.Message, block: BlockAnswer) -> bool:
+    """The reply carries the place's block marker, or the place has none."""
+    if block.ede is None:
+        return True
+    return any(
+        isinstance(option, dns.edns.EDEOption) and int(option.code) == block.ede
+        for option in msg.options
+    )
 
 
 def _answers_question(msg: dns.message.Message, qname: str) -> bool:

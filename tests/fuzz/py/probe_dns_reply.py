@@ -35,11 +35,15 @@ AT = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 REF = InstructionRef("mci", "1", "2026-11-01")
 PLACE = Place("resolver", "127.0.0.1:53")
 FALLBACK = "example.kz"
-BLOCKS = (
+_PLAIN = (
     BlockAnswer(frozenset({"NXDOMAIN"}), frozenset(), nodata=False),
     BlockAnswer(frozenset(), frozenset({"192.0.2.1", "2001:db8::1"}), nodata=False),
     BlockAnswer(frozenset(), frozenset(), nodata=True),
     BlockAnswer(frozenset({"REFUSED"}), frozenset(), nodata=False),
+)
+# kzgate's own places: every block answer must carry EDE 16
+BLOCKS = _PLAIN + tuple(
+    BlockAnswer(b.rcodes, b.addresses, nodata=b.nodata, ede=16) for b in _PLAIN
 )
 SWAPPED = {"pass": "fail", "fail": "pass", "unreachable": "unreachable"}
 
@@ -56,7 +60,7 @@ def target(data: bytes) -> None:
     if not data:
         return
     control, reply = data[0], data[1:]
-    block = BLOCKS[(control >> 1) & 3]
+    block = BLOCKS[(control >> 1) & 7]
     name = qname(reply)
     checks = []
     for expect in ("blocked", "open") if control & 1 else ("open", "blocked"):
@@ -65,7 +69,8 @@ def target(data: bytes) -> None:
         assert check.outcome in OUTCOMES
         assert isinstance(check.observed, str) and 0 < len(check.observed) <= 1200
         checks.append(check)
-    if checks[0].observed == "NXDOMAIN" and "NXDOMAIN" not in block.rcodes:
+    unmarked = checks[0].observed == f"NXDOMAIN without EDE {block.ede}"
+    if unmarked or (checks[0].observed == "NXDOMAIN" and "NXDOMAIN" not in block.rcodes):
         # not this place's block answer, and no answer for an open name: fails either way
         assert checks[0].outcome == checks[1].outcome == "fail", checks
     else:

@@ -7,12 +7,14 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dnslib import EDNS0, QTYPE, RCODE, DNSRecord, EDNSOption
 
 from kzgate.cli import build_parser
 from kzgate.keys import load_private_key
@@ -57,13 +59,28 @@ class FakeRegister:
         self.closed = True
 
 
+class BlockingDns(FakeDns):
+    """Answers as kzgate's listener does: NXDOMAIN for a blocked name carries EDE 16."""
+
+    def answer(self, request: DNSRecord) -> DNSRecord:
+        reply = super().answer(request)
+        if reply.header.rcode == RCODE.NXDOMAIN:
+            ede = EDNSOption(15, struct.pack("!H", 16) + b"restricted by mci No. 1 of 2026-11-01")
+            opts = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+            if opts:
+                opts[0].rdata.append(ede)
+            else:
+                reply.add_ar(EDNS0(udp_len=1232, opts=[ede]))
+        return reply
+
+
 @pytest.fixture
 def dns_server() -> Iterator[FakeDns]:
     """A FakeDns on its own loop in a thread (verify runs asyncio.run itself)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    server = FakeDns("open.kz. 60 IN A 203.0.113.5\n")
+    server = BlockingDns("open.kz. 60 IN A 203.0.113.5\n")
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
     yield server
     asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
@@ -99,7 +116,7 @@ def test_sample_passes_and_writes_a_signed_report(
     assert any(
         line.split()[0] == "blocked.kz" and line.split()[-2:] == ["NXDOMAIN", "pass"]
         for line in lines
-    )
+    ), out
     assert any(line.startswith("kzgate-probe-") and line.endswith("pass") for line in lines)
     assert any(line.split()[0] == "open.kz" and "A 203.0.113.5" in line for line in lines)
     assert lines[-1].startswith("3 checks: 3 pass, 0 fail, 0 unreachable; report ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
@@ -197,3 +198,33 @@ def test_connect_check() -> None:
     assert connect_check(addr("blocked"), place, "unreachable: EHOSTUNREACH", AT).outcome == (
         "unreachable"
     )
+
+
+def marked(rcode: int, *records: str, code: int = 16) -> bytes:
+    """A reply carrying an extended DNS error, as kzgate's block answers do (EDE 16)."""
+    query = dns.message.make_query("example.kz", "A", use_edns=0)
+    msg = dns.message.make_response(query)
+    msg.set_rcode(rcode)
+    for text in records:
+        owner, rtype, value = text.split(" ", 2)
+        msg.answer.append(dns.rrset.from_text(owner, 60, "IN", rtype, value))
+    msg.use_edns(0, options=[dns.edns.EDEOption(code, "restricted by mci No. 12 of 2026-11-01")])
+    return msg.to_wire()
+
+
+def test_at_kzgate_only_an_answer_with_its_ede_is_a_block() -> None:
+    """An upstream's NXDOMAIN for a name that does not exist is no proof of a block."""
+    kz = Place("kzgate", "127.0.0.1:53")
+    nx = block_answer_for_kzgate(DnsConfig(block_mode="nxdomain"))
+    sink = block_answer_for_kzgate(DnsConfig(block_mode="sinkhole"))
+    blocked = target("blocked")
+    assert dns_check(blocked, kz, marked(dns.rcode.NXDOMAIN), nx, AT).outcome == "pass"
+    bare = dns_check(blocked, kz, reply(dns.rcode.NXDOMAIN), nx, AT)
+    assert (bare.outcome, bare.observed) == ("fail", "NXDOMAIN without EDE 16")
+    other = dns_check(blocked, kz, marked(dns.rcode.NXDOMAIN, code=15), nx, AT)
+    assert other.outcome == "fail"
+    hole = "example.kz. A 192.0.2.1"
+    assert dns_check(blocked, kz, marked(dns.rcode.NOERROR, hole), sink, AT).outcome == "pass"
+    assert dns_check(blocked, kz, reply(dns.rcode.NOERROR, hole), sink, AT).outcome == "fail"
+    # the operator's resolvers have no marker: RPZ's NXDOMAIN is taken as the block
+    assert dns_check(blocked, RESOLVER, reply(dns.rcode.NXDOMAIN), NX, AT).outcome == "pass"
