@@ -131,3 +131,17 @@ def diff_between(current: State, wanted: State) -> Diff:
         prefixes_added={p: r for p, r in wanted.prefixes.items() if p not in current.prefixes},
         prefixes_removed=frozenset(p for p in current.prefixes if p not in wanted.prefixes),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A register target that a probe round may sample, with how its instruction stands
+    (read by register/reads.py, used by probes/).
+
+    ``resumed_at`` is when the resume was applied (its task's ``applied_at``);
+    None while the instruction is active.
+    """
+
+    target: Target  # kind "domain", "ip" or "cidr" (url and app are not probed)
+    instruction: InstructionRef
+    resumed_at: dt.datetime | None = None

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from kzgate.model import InstructionRef, Target
+from kzgate.model import InstructionRef
 
 # What the effective state says about a target: restricted by some active
 # instruction ("blocked"), or by none ("open": a resumed one, checked lifted).
@@ -38,19 +38,6 @@ class Place:
 
     kind: PlaceKind
     name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A register target that a round may sample, with how its instruction stands.
-
-    ``resumed_at`` is when the resume was applied (its task's ``applied_at``);
-    None while the instruction is active.
-    """
-
-    target: Target  # kind "domain", "ip" or "cidr" (url and app are not probed)
-    instruction: InstructionRef
-    resumed_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

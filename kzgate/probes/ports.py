@@ -13,9 +13,9 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from kzgate.config import ProbesConfig
-from kzgate.model import InstructionRef
+from kzgate.model import Candidate, InstructionRef
 from kzgate.pipeline import Pipeline
-from kzgate.probes.model import Candidate, Check, ProbeTarget
+from kzgate.probes.model import Check, ProbeTarget
 
 Blocked = Callable[[str], bool]
 Choose = Callable[[Sequence[Candidate], int, int, Blocked, Blocked, dt.datetime], list[ProbeTarget]]

@@ -14,16 +14,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from kzgate.errors import BadSignature, TaskError
 from kzgate.probes.model import OUTCOMES, Check
-from kzgate.protocol.jsonstrict import loads_object
-from kzgate.protocol.jws import parse_compact, sign_compact
-from kzgate.protocol.receipts import canonical_json
-from kzgate.protocol.verifier import Ed25519Verifier
+from kzgate.protocol.signed import sign_document, verify_document
 
 VERIFICATION_TYP = "kzgate-verification+json"
 REPORT_VERSION = 1
-_ED25519 = Ed25519Verifier()
 
 
 def _timestamp(value: dt.datetime) -> str:
@@ -73,27 +68,11 @@ def build_report(
 
 def sign_report(body: dict[str, Any], key: Ed25519PrivateKey, kid: str) -> dict[str, Any]:
     """``body`` plus ``signature``: a compact JWS over its canonical JSON."""
-    if "signature" in body:
-        raise ValueError("report is already signed")
-    header = {"alg": "EdDSA", "kid": kid, "typ": VERIFICATION_TYP}
-    return {**body, "signature": sign_compact(header, canonical_json(body), key)}
+    return sign_document(body, key, kid, typ=VERIFICATION_TYP, field="signature")
 
 
 def verify_report(report: dict[str, Any], public_key: Ed25519PublicKey) -> None:
     """Raise BadSignature unless ``report`` is signed by ``public_key`` and unaltered."""
-    compact = report.get("signature")
-    if not isinstance(compact, str):
-        raise BadSignature("report: signature missing or not a string")
-    try:
-        jws = parse_compact(compact.encode("ascii", "replace"))
-        signed = loads_object(jws.payload, "report payload")
-    except TaskError as exc:
-        raise BadSignature(f"report: {exc.detail}") from None
-    if jws.header.get("alg") not in _ED25519.algs or jws.header.get("typ") != VERIFICATION_TYP:
-        raise BadSignature("report: not an EdDSA kzgate verification report")
-    if not _ED25519.verify(public_key, jws.signing_input, jws.signature):
-        raise BadSignature("report: signature does not verify")
-    rest = {k: v for k, v in report.items() if k != "signature"}
-    # Bytes, not ==: 1 == 1.0 == True in Python, and evidence must not be that loose.
-    if canonical_json(rest) != canonical_json(signed) or canonical_json(signed) != jws.payload:
-        raise BadSignature("report: the visible fields differ from the signed ones")
+    verify_document(
+        report, public_key, typ=VERIFICATION_TYP, field="signature", what="verification report"
+    )

@@ -12,7 +12,8 @@ import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from kzgate.probes.model import Candidate, Expect, ProbeTarget
+from kzgate.model import Candidate
+from kzgate.probes.model import Expect, ProbeTarget
 
 # Kazakhstan's public holidays that fall on a fixed date (Labour Code; Law "On
 # holidays"), as (month, day). The moving religious holiday (the first day of

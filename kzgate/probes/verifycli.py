@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO, cast
 
-from kzgate.model import InstructionRef
-from kzgate.probes.model import Candidate, Check, ProbeTarget
+from kzgate.model import Candidate, InstructionRef
+from kzgate.probes.model import Check, ProbeTarget
 from kzgate.probes.places import blocks_for, places_for
 from kzgate.probes.report import build_report, sign_report
 from kzgate.probes.sample import choose, monitoring_start, targets_of

@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kzgate.feed.head import Head
-from kzgate.model import InstructionRef, Target
-from kzgate.probes.model import Candidate
+from kzgate.model import Candidate, InstructionRef, Target
 from kzgate.register import heads
 from kzgate.register.audit import AuditRow, VerifyResult
 from kzgate.register.audit import verify_chain as _verify_chain

@@ -18,9 +18,8 @@ from dnslib import EDNS0, QTYPE, RCODE, DNSRecord, EDNSOption
 
 from kzgate.cli import build_parser
 from kzgate.keys import load_private_key
-from kzgate.model import InstructionRef, Target
+from kzgate.model import Candidate, InstructionRef, Target
 from kzgate.probes import verifycli
-from kzgate.probes.model import Candidate
 from kzgate.probes.report import verify_report
 from kzgate.register.state import EffectiveState
 from tests.support.dnsfake import FakeDns

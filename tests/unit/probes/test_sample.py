@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from kzgate.model import InstructionRef, Target
-from kzgate.probes.model import Candidate
+from kzgate.model import Candidate, InstructionRef, Target
 from kzgate.probes.sample import (
     address_inside,
     choose,

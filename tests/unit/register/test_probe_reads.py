@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kzgate.model import InstructionRef, Target
-from kzgate.probes.model import Candidate
+from kzgate.model import Candidate, InstructionRef, Target
 from kzgate.register import schema
 from kzgate.register.store import Register
 from tests.support.register_fixtures import T0, dump, restrict, resume
