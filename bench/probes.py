@@ -52,6 +52,7 @@ from fill import fill_register, restricted_name  # noqa: E402
 from kzgate.devpki import ensure_dev_material  # noqa: E402
 from tests.support.daemon_proc import DaemonProcess  # noqa: E402
 from tests.support.kzfixtures import write_config  # noqa: E402
+from tests.support.rpzpeers import free_port  # noqa: E402
 
 PROBES_PER_ROUND = 100  # sample 50: 50 names + 50 subdomain probes, at one place
 
@@ -60,7 +61,8 @@ def config(work: Path, *, probes: bool, names_db: Path) -> Path:
     pki = work / "pki"
     ensure_dev_material(pki)
     sections: dict[str, Any] = {
-        "dns": {"listen": ["127.0.0.1:0"], "upstreams": [], "workers": 1},
+        # a fixed port: `kzgate verify` reads it from the config
+        "dns": {"listen": [f"127.0.0.1:{free_port()}"], "upstreams": [], "workers": 1},
         "register": {"path": str(names_db)},
     }
     if probes:

@@ -27,7 +27,12 @@ def places_for(cfg: Config, warn: Callable[[str], None]) -> tuple[Places, Kernel
     The connect() place needs ``output`` in ``nftables.hooks``: with forward only,
     the host's own packets are not filtered and a blocked address would look open.
     """
-    kzgate = [reachable(hp) for hp in cfg.dns.listen] if cfg.dns.enabled else []
+    kzgate = []
+    for hp in cfg.dns.listen if cfg.dns.enabled else ():
+        if hp.port == 0:  # a port the kernel picks when the daemon binds: not known here
+            warn(f"dns.listen {hp.host}:0: the daemon's port is not in the config; not checked")
+        else:
+            kzgate.append(reachable(hp))
     nft = cfg.nftables if cfg.nftables.enabled else None
     routes = cfg.routes if cfg.routes.enabled else None
     connect = nft is not None and "output" in nft.hooks

@@ -203,5 +203,18 @@ def test_kernel_places_are_skipped_with_a_message_when_the_probe_cannot_open(
     said: list[str] = []
     found, probe = places.places_for(cfg, said.append)
     assert probe is None and found.nft is None and found.routes is None and not found.connect
-    assert found.kzgate  # the DNS places stay
-    assert said and "unchecked" in said[0] and "Operation not permitted" in said[0]
+    kernel_said = [line for line in said if "kernel probe" in line]
+    assert kernel_said and "unchecked" in kernel_said[0]
+    assert "Operation not permitted" in kernel_said[0]
+
+
+def test_a_listener_on_port_0_is_not_probed(tmp_path: Path, pki: Path) -> None:
+    """The kernel picks that port when the daemon binds: the config cannot say where to ask."""
+    from kzgate.config import load_config
+    from kzgate.probes import places
+
+    cfg = load_config(write_config(tmp_path, pki, dns={"listen": ["127.0.0.1:0", "[::1]:5353"]}))
+    said: list[str] = []
+    found, _ = places.places_for(cfg, said.append)
+    assert [(hp.host, hp.port) for hp in found.kzgate] == [("::1", 5353)]
+    assert said == ["dns.listen 127.0.0.1:0: the daemon's port is not in the config; not checked"]
