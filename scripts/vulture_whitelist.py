@@ -38,6 +38,3 @@ NFT_MSG_NEWSET
 _.publish  # feed/server.py: FeedServer.publish, the in-process way to grow a feed (tests, bench)
 chain_of  # feed/chain.py: the §6 chain by its definition; the tests hold the puller's and the
 #          server's incremental chains to it
-
-# probes/verifycli.py: CandidateReads, a typing.Protocol of the register reads (issue 14).
-resumed_since
