@@ -23,7 +23,6 @@ from kzgate.policy import PolicyIndex
 from kzgate.probes.places import ConfiguredSweep
 from kzgate.probes.ports import PipelinePorts
 from kzgate.probes.prober import Prober
-from kzgate.probes.sample import choose, monitoring_start, targets_of
 from kzgate.rpz.enforcer import RpzEnforcer
 
 log = logging.getLogger("kzgate.probes")
@@ -58,12 +57,5 @@ def build_enforcers(cfg: Config, *, index: PolicyIndex) -> EnforcerSet:
 def build_prober(cfg: Config, pipeline: Pipeline) -> Prober:
     """The prober (probes.enabled): rounds, and the check of every lift."""
     swept = ConfiguredSweep(cfg, DAEMON_PROBE_RATE, log.warning)
-    ports = PipelinePorts(
-        pipeline,
-        cfg.probes,
-        choose=choose,
-        targets_of=targets_of,
-        monitoring_start=monitoring_start,
-        sweep=swept,
-    )
+    ports = PipelinePorts(pipeline, cfg.probes, sweep=swept)
     return Prober(cfg.probes, ports, on_close=swept.close)

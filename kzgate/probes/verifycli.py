@@ -15,15 +15,15 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, TextIO, cast
+from typing import Any, TextIO
 
-from kzgate.model import Candidate, InstructionRef
+from kzgate.model import InstructionRef
 from kzgate.probes.model import Check, ProbeTarget
 from kzgate.probes.places import blocks_for, places_for
+from kzgate.probes.plan import PlanReads, everything, lift_plan, round_plan, window_start
 from kzgate.probes.report import build_report, sign_report
-from kzgate.probes.sample import choose, monitoring_start, targets_of
 from kzgate.probes.sweep import sweep
 
 DEFAULT_RATE = 100.0  # targets a second: --all over 1,000,000 targets takes under 3 hours
@@ -33,16 +33,6 @@ _INSTRUCTION = re.compile(r"(?:(?P<iss>[^:]+):)?(?P<number>.+)/(?P<date>\d{4}-\d
 
 class UsageError(Exception):
     """A bad flag or an unusable config: exit 2 with this message."""
-
-
-class CandidateReads(Protocol):
-    """The register reads verify needs (kzgate/register/reads.py, issue 14)."""
-
-    def probe_candidates(
-        self, *, resumed_since: dt.datetime, restricted: int, offset: int
-    ) -> list[Candidate]: ...
-    def instruction_candidates(self, ref: InstructionRef) -> list[Candidate]: ...
-    def all_candidates(self) -> Iterator[Candidate]: ...
 
 
 def main(args: argparse.Namespace) -> int:
@@ -133,36 +123,20 @@ def open_register(cfg: Any) -> Any:
 
 
 def choose_targets(
-    cfg: Any, register: Any, ref: InstructionRef | None, everything: bool
+    cfg: Any, register: PlanReads, ref: InstructionRef | None, every: bool
 ) -> tuple[str, Iterable[ProbeTarget]]:
-    reads = cast(CandidateReads, register)
-    state = register.state
-
-    def blocked_name(name: str) -> bool:
-        return bool(state.covering_domain(name))
-
-    def blocked_address(address: str) -> bool:
-        return bool(state.covering_ip(address))
-
-    if everything:
-        return "all", targets_of(reads.all_candidates(), blocked_name, blocked_address)
+    if every:
+        return "all", everything(register)
     if ref is not None:
-        candidates = reads.instruction_candidates(ref)
-        if not candidates:
+        targets = lift_plan(register, ref)
+        if not targets:
             raise UsageError(f"{ref.label()}: no such instruction, or nothing in it to probe")
-        return f"instruction {ref.label()}", list(
-            targets_of(candidates, blocked_name, blocked_address)
-        )
-    n, interval = cfg.probes.sample, cfg.probes.interval
+        return f"instruction {ref.label()}", targets
     now = dt.datetime.now(KZ_TIME)
-    since = dt.datetime.combine(monitoring_start(now.date()), dt.time(), KZ_TIME)
-    round_no = int(now.timestamp() // interval)
-    candidates = reads.probe_candidates(resumed_since=since, restricted=n, offset=round_no * n)
-    if not any(c.resumed_at is None for c in candidates):  # the offset ran past the end
-        candidates = reads.probe_candidates(resumed_since=since, restricted=n, offset=0)
-    # The register rotated the restricted ones by offset and returns at most n: choose
-    # keeps them all; round_no only varies the subdomain probes' names.
-    return "sample", choose(candidates, n, round_no, blocked_name, blocked_address, since)
+    round_no = int(now.timestamp() // cfg.probes.interval)
+    # round_no only varies the subdomain probes' names and where the register's
+    # rotation of the restricted targets starts.
+    return "sample", round_plan(register, cfg.probes.sample, round_no, window_start(now))
 
 
 def default_report_path(cfg: Any, at: dt.datetime) -> Path:
@@ -210,7 +184,6 @@ class Progress:
         rate = done / max(now - self.started, 1e-9)
         self.out.write(f"\r{done} targets checked ({rate:.0f}/s)")
         self.out.flush()
-        self.done = done
 
     def finish(self) -> None:
         self.out.write(f"\r{self.done} targets checked\n")
