@@ -77,6 +77,11 @@ def _labelled(items: Mapping[IPNetwork, InstructionRef]) -> list[Labelled]:
     return out
 
 
+def unmatched_sets(per_set: Mapping[str, int]) -> list[str]:
+    """Our sets that no rule looks up (``per_set``: the sets some rule looks up)."""
+    return sorted({s.name for s in SETS} - set(per_set))
+
+
 def by_family(per_set: Mapping[str, int]) -> dict[str, int]:
     """Per-set numbers summed by family, the metrics' label."""
     out = dict.fromkeys((s.family for s in SETS), 0)
@@ -131,7 +136,7 @@ class NftEnforcer(Enforcer):
     def _warn_unmatched(self) -> None:
         # An operator chain written for one set per family still matches only
         # the interval sets: the hosts would silently pass.
-        unmatched = sorted({s.name for s in SETS} - set(self._rule_drops()))
+        unmatched = unmatched_sets(self._rule_drops())
         if unmatched:
             log.warning(
                 "nftables set-only mode: no rule in table inet %s looks up %s, so what they "
@@ -258,7 +263,7 @@ class NftEnforcer(Enforcer):
             # The operator's chains must match every set; say which ones none does.
             out["operator_rules"] = operator_rules(self.cfg)
             if per_set is not None:
-                out["unmatched_sets"] = sorted({s.name for s in SETS} - set(per_set))
+                out["unmatched_sets"] = unmatched_sets(per_set)
         return {"nft": out}
 
     def _drops_or_none(self) -> dict[str, int]:
