@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,18 +25,6 @@ SESSION = "6f1c1c2e-8f0e-4a55-9a53-3f5d2f1d9a10"
 
 def head(seq: int, chain: bytes = b"\x11" * 32, iss: str = "mci") -> Head:
     return Head(iss, SESSION, seq, chain, T0, T0 + dt.timedelta(hours=1), f"h.{seq}.sig")
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "kzgate.db"
-
-
-@pytest.fixture
-def reg(db: Path) -> Iterator[Register]:
-    r = Register.open(db)
-    yield r
-    r.close()
 
 
 def page() -> list[Task]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,6 @@ from tests.support.register_fixtures import T0, dump, restrict, resume
 
 A = InstructionRef("mci", "100", "2026-11-01")
 B = InstructionRef("mci", "200", "2026-11-01")
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "kzgate.db"
-
-
-@pytest.fixture
-def reg(db: Path) -> Iterator[Register]:
-    r = Register.open(db)
-    yield r
-    r.close()
 
 
 def resumed(reg: Register, task_id: str, seq: int, number: str, at: dt.datetime) -> None:

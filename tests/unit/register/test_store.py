@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ DOM = [("domain", "example.kz")]
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "var" / "kzgate.db"
-
-
-@pytest.fixture
-def reg(db: Path) -> Iterator[Register]:
-    r = Register.open(db)
-    yield r
-    r.close()
 
 
 def assert_refused(reg: Register, db: Path, task: Task, error: type[Exception], text: str) -> None:
